@@ -1,0 +1,7 @@
+"""aggregator: repost articles from Chinese news aggregators as Hexo posts."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,40 @@
+"""`scrapy crawl` that exits non-zero when a listing or an article failed.
+
+Scrapy's own `crawl` exits 0 after callback and pipeline errors by design; cron needs to know.
+Exit statuses: 0 all good, 1 something failed (the rest ran), 2 bad arguments or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from scrapy.commands.crawl import Command as ScrapyCrawlCommand
+from scrapy.exceptions import UsageError
+
+from aggregator.errors import ConfigError
+from aggregator.runstatus import EXIT_CONFIG, check_arguments, exit_status
+
+
+class Command(ScrapyCrawlCommand):
+    def long_desc(self) -> str:
+        return (
+            "Run a spider. Exit status: 0 when every listing and article succeeded, 1 when any "
+            "failed (the others still ran), 2 on bad arguments or settings."
+        )
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if len(args) != 1:
+            raise UsageError("give exactly one spider name", print_help=True)
+        assert self.crawler_process is not None
+        try:
+            spidercls = self.crawler_process.spider_loader.load(args[0])
+            check_arguments(spidercls, opts.spargs)
+        except (KeyError, ConfigError) as exc:
+            print(f"scrapy crawl {args[0]}: {exc}", file=sys.stderr)
+            self.exitcode = EXIT_CONFIG
+            return
+        crawler = self._create_crawler(spidercls)
+        self.crawler_process.crawl(crawler, **opts.spargs)
+        self.crawler_process.start()
+        self.exitcode = exit_status([crawler], self.crawler_process.bootstrap_failed)

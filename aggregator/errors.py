@@ -1,0 +1,10 @@
+"""Exceptions the commands turn into exit statuses."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A setting, spider argument or sources file is wrong; nothing should be crawled.
+    The message names what is wrong and where."""

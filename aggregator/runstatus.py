@@ -1,0 +1,41 @@
+"""Exit statuses, so cron can tell a good run from one that needs attention."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from aggregator.stats import failures
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "check_arguments", "exit_status"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # a listing or an article failed; the rest of the run went on
+EXIT_CONFIG = 2  # bad settings, arguments or sources file: nothing was crawled
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run holds the lock
+
+
+def crawler_failed(crawler: Crawler) -> bool:
+    """A crawl failed when any listing or article failed, or it did not finish normally."""
+    stats: dict[str, Any] = crawler.stats.get_stats() if crawler.stats else {}
+    if failures(stats):
+        return True
+    reason = stats.get("finish_reason")
+    return reason != "finished"
+
+
+def exit_status(crawlers: Iterable[Crawler], bootstrap_failed: bool = False) -> int:
+    if bootstrap_failed or any(crawler_failed(c) for c in crawlers):
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def check_arguments(spidercls: type, arguments: dict[str, Any]) -> None:
+    """Let a spider reject bad `-a` arguments before anything starts (raises
+    aggregator.errors.ConfigError)."""
+    parse = getattr(spidercls, "parse_arguments", None)
+    if parse is not None:
+        parse(**arguments)

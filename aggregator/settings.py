@@ -1,0 +1,94 @@
+"""Scrapy settings for the aggregator project, and every project default in one place.
+
+Each project setting is documented in the README ("Settings"). Override them in the usual Scrapy
+ways: `-s NAME=VALUE`, environment variables that the settings read below, or a spider's
+`custom_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+
+BOT_NAME = "aggregator"
+
+SPIDER_MODULES = ["spiders"]
+NEWSPIDER_MODULE = "spiders"
+COMMANDS_MODULE = "aggregator.commands"
+
+# --- politeness and robustness -------------------------------------------------------------
+USER_AGENT = "aggregator/0.1 (+https://github.com/aggregator/aggregator; repost bot)"
+ROBOTSTXT_OBEY = False  # the listing endpoints are JSON APIs, not pages a robots.txt governs
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 8
+DOWNLOAD_TIMEOUT = 30
+DOWNLOAD_MAXSIZE = 16 * 1024 * 1024
+DOWNLOAD_WARNSIZE = 4 * 1024 * 1024
+RETRY_ENABLED = True
+RETRY_TIMES = 3
+RETRY_HTTP_CODES = [500, 502, 503, 504, 522, 524, 408, 429]
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 1.0
+AUTOTHROTTLE_MAX_DELAY = 30.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 4.0
+COOKIES_ENABLED = False
+TELNETCONSOLE_ENABLED = False
+LOG_LEVEL = "INFO"
+LOGSTATS_INTERVAL = 60.0
+FEED_EXPORT_ENCODING = "utf-8"
+
+# --- the pipeline --------------------------------------------------------------------------
+ITEM_PIPELINES = {
+    "pipelines.validate.ValidatePipeline": 100,
+    "pipelines.normalize.NormalizeHtmlPipeline": 200,
+    "pipelines.dedupe.DedupePipeline": 300,
+    "pipelines.write.WritePipeline": 400,
+}
+
+# --- 趣头条 ---------------------------------------------------------------------------------
+QUTOUTIAO_API_BASE = "http://api.1sapp.com"
+
+# --- images --------------------------------------------------------------------------------
+# Prefix (or template with {url} / {url_quoted}) put in front of every http(s) image address.
+IMAGE_PROXY = "https://cors.zfour.workers.dev/?"
+# When non-empty, only images on these hosts are proxied.
+IMAGE_PROXY_HOSTS: list[str] = []
+
+# --- state: dedupe store, pending articles, locks ------------------------------------------
+STATE_DIR = os.environ.get("AGGREGATOR_STATE_DIR", ".state")
+# None means sqlite:///<STATE_DIR>/dedupe.sqlite3
+DEDUPE_URI: str | None = None
+DEDUPE_STORES = {
+    "sqlite": "aggregator.dedupe.SqliteDedupeStore",
+}
+# Query parameters that never identify an article (dropped when a URL is the article key).
+TRACKING_QUERY_PARAMS = [
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "utm_id",
+    "spm",
+    "from",
+    "share_from",
+    "share_token",
+    "share_source",
+    "isappinstalled",
+    "scene",
+    "fbclid",
+    "gclid",
+    "mc_cid",
+    "mc_eid",
+]
+
+# --- output --------------------------------------------------------------------------------
+# A directory (plain path or file://) or s3://bucket/prefix.
+OUTPUT_URI = "output"
+POST_STORAGES = {
+    "": "aggregator.storage.FilePostStorage",
+    "file": "aggregator.storage.FilePostStorage",
+}
+
+LOG_FORMATTER = "aggregator.logformatter.ArticleLogFormatter"
+# Write posts with fsync before the rename (durable across power loss).
+OUTPUT_FSYNC = True

@@ -1,0 +1,132 @@
+"""Where posts go. Backends sit behind one small protocol and are chosen by the scheme of
+`OUTPUT_URI` through `POST_STORAGES`, as Scrapy chooses feed storages and FilesPipeline stores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from scrapy.exceptions import NotConfigured
+from scrapy.utils.misc import load_object
+from twisted.internet import defer
+
+from aggregator.keys import is_safe_key
+
+if TYPE_CHECKING:
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+    from twisted.internet.defer import Deferred
+
+__all__ = ["FilePostStorage", "PostRecord", "PostStorage", "StoreResult", "build_post_storage"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    """A rendered post and what a backend may want to say about it."""
+
+    key: str
+    site: str
+    title: str
+    url: str
+    published: datetime
+    data: bytes
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """`created` is False when the post already existed (another writer got there first)."""
+
+    location: str
+    created: bool = True
+
+
+class PostStorage(Protocol):
+    def open(self, spider: Spider) -> Deferred[None] | None:
+        """Check the destination before any request is sent, so a bad one fails at once."""
+
+    def persist(self, post: PostRecord) -> Deferred[StoreResult]:
+        """Write one post; fires when it is durably stored (or fails)."""
+
+    def close(self, spider: Spider) -> Deferred[None] | None:
+        """Wait for writes in flight and finish the run's bookkeeping."""
+
+
+class FilePostStorage:
+    """One file per post in a directory, `<key>.md`, written atomically: a temp file in the same
+    directory, flushed and fsynced, then renamed over the target, so readers (Hexo, rsync) never
+    see half a post and a crash never leaves one."""
+
+    def __init__(self, uri: str, *, fsync: bool = True):
+        self.directory = Path(_path_from_uri(uri))
+        self.fsync = fsync
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, uri: str) -> FilePostStorage:
+        return cls(uri, fsync=crawler.settings.getbool("OUTPUT_FSYNC", True))
+
+    def open(self, spider: Spider) -> None:
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NotConfigured(f"OUTPUT_URI {self.directory}: cannot create it: {exc}") from exc
+        if not os.access(self.directory, os.W_OK):
+            raise NotConfigured(f"OUTPUT_URI {self.directory} is not writable")
+
+    def path_for(self, key: str) -> Path:
+        if not is_safe_key(key):
+            raise ValueError(f"refusing to build a file name from unsafe key {key!r}")
+        return self.directory / f"{key}.md"
+
+    def persist(self, post: PostRecord) -> Deferred[StoreResult]:
+        return defer.maybeDeferred(self._write, post)
+
+    def _write(self, post: PostRecord) -> StoreResult:
+        target = self.path_for(post.key)
+        fd, tmp = tempfile.mkstemp(prefix=f".{post.key}.", suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(post.data)
+                handle.flush()
+                if self.fsync:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return StoreResult(location=str(target))
+
+    def close(self, spider: Spider) -> None:
+        return None
+
+
+def _path_from_uri(uri: str) -> str:
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return unquote(parsed.path)
+    return uri
+
+
+def build_post_storage(crawler: Crawler) -> Any:
+    """The storage OUTPUT_URI names, built from the backend registered for its scheme."""
+    uri = str(crawler.settings.get("OUTPUT_URI") or "")
+    if not uri:
+        raise NotConfigured("OUTPUT_URI is empty: set a directory or s3://bucket/prefix")
+    scheme = urlparse(uri).scheme
+    if len(scheme) == 1:  # a Windows drive letter, not a scheme
+        scheme = ""
+    storages = crawler.settings.getdict("POST_STORAGES")
+    if scheme not in storages:
+        raise NotConfigured(
+            f"OUTPUT_URI {uri!r}: no storage for scheme {scheme!r} (known: {sorted(storages)})"
+        )
+    return load_object(storages[scheme]).from_crawler(crawler, uri)

@@ -1,0 +1,56 @@
+"""Turn untrusted article HTML into what the blog may show: lazy images made real, every image
+routed through the image proxy, everything executable removed (see aggregator.html)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+from urllib.parse import urljoin
+
+from aggregator.html import ImageProxy, normalise_html
+from scrapy.exceptions import DropItem
+
+from aggregator import stats as keys
+from aggregator.items import Article
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.statscollectors import StatsCollector
+
+logger = logging.getLogger(__name__)
+
+
+class NormalizeHtmlPipeline:
+    def __init__(self, stats: StatsCollector, proxy: ImageProxy):
+        self.stats = stats
+        self.proxy = proxy
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> NormalizeHtmlPipeline:
+        settings = crawler.settings
+        proxy = ImageProxy(
+            template=settings.get("IMAGE_PROXY") or "",
+            hosts=frozenset(h.lower() for h in settings.getlist("IMAGE_PROXY_HOSTS")),
+        )
+        return cls(crawler.stats, proxy)
+
+    def process_item(self, item: Article) -> Article:
+        result = normalise_html(item.body, item.url, self.proxy)
+        if not result.html.strip():
+            self.stats.inc_value(keys.dropped("empty_after_sanitising"))
+            raise DropItem("nothing left after sanitising", log_level="WARNING")
+        item.body = result.html
+        item.images = result.images
+        item.headimg = self._headimg(item)
+        return item
+
+    def _headimg(self, item: Article) -> str | None:
+        """The first image of the article, else the listing's first usable cover."""
+        if item.images:
+            return item.images[0]
+        for cover in item.cover:
+            if isinstance(cover, str) and cover.strip().lower().startswith(
+                ("http://", "https://", "//")
+            ):
+                return self.proxy.apply(urljoin(item.url, cover.strip()))
+        return None

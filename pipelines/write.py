@@ -1,0 +1,85 @@
+"""Render each article as a post and hand it to the storage OUTPUT_URI names. Only when the
+storage reports the post durably written is the article marked published; a failed write is
+counted, logged with its key and left for the next run."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from aggregator.post import PostFields, render_post
+from scrapy.exceptions import DropItem
+from scrapy.utils.defer import maybe_deferred_to_future
+
+from aggregator import stats as keys
+from aggregator.dedupe import dedupe_store_for
+from aggregator.items import Article
+from aggregator.storage import PostRecord, StoreResult, build_post_storage
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+
+def post_fields(item: Article) -> PostFields:
+    assert item.published is not None, "ValidatePipeline fills published"
+    return PostFields(
+        title=item.title,
+        categories=(item.group, item.source, item.channel),
+        author=item.author or item.source,
+        date=item.published,
+        body_html=item.body,
+        headimg=item.headimg,
+    )
+
+
+class WritePipeline:
+    def __init__(self, crawler: Crawler, storage: Any):
+        self.crawler = crawler
+        self.stats = crawler.stats
+        self.storage = storage
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> WritePipeline:
+        return cls(crawler, build_post_storage(crawler))
+
+    async def open_spider(self) -> None:
+        opened = self.storage.open(self.crawler.spider)
+        if opened is not None:
+            await maybe_deferred_to_future(opened)
+
+    async def close_spider(self) -> None:
+        closed = self.storage.close(self.crawler.spider)
+        if closed is not None:
+            await maybe_deferred_to_future(closed)
+
+    async def process_item(self, item: Article) -> Article:
+        record = PostRecord(
+            key=item.key,
+            site=item.site,
+            title=item.title,
+            url=item.url,
+            published=item.published,
+            data=render_post(post_fields(item)),
+        )
+        try:
+            result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))
+        except Exception as exc:
+            self._failed(item, exc)
+            raise DropItem(f"write failed: {exc}", log_level="DEBUG") from exc
+        store = dedupe_store_for(self.crawler)
+        store.mark_published(item.key, result.location)
+        if not result.created:
+            self.stats.inc_value(keys.ARTICLES_DUPLICATE)
+            raise DropItem(f"already stored at {result.location}", log_level="INFO")
+        self.stats.inc_value(keys.ARTICLES_NEW)
+        logger.debug("Wrote %s <%s> to %s", item.key, item.url, result.location)
+        return item
+
+    def _failed(self, item: Article, exc: Exception) -> None:
+        logger.error("Could not write %s <%s>: %s", item.key, item.url, exc)
+        self.stats.inc_value(keys.ARTICLES_FAILED)
+        remember = getattr(self.crawler.spider, "remember_failed", None)
+        if remember is not None:
+            remember(item.key, f"write failed: {exc}")
