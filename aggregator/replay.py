@@ -193,7 +193,7 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
             return self.headers.get("If-Modified-Since") == FIXED_LAST_MODIFIED
 
         def log_message(self, format: str, *args: object) -> None:
-            logger.debug("replay: " + format, *args)
+            logger.debug("replay: %s", format % args)
 
     return Handler
 

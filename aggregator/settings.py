@@ -92,3 +92,10 @@ POST_STORAGES = {
 LOG_FORMATTER = "aggregator.logformatter.ArticleLogFormatter"
 # Write posts with fsync before the rename (durable across power loss).
 OUTPUT_FSYNC = True
+
+# --- monitoring ----------------------------------------------------------------------------
+# When set, the crawl's final stats are written there as JSON.
+STATS_FILE: str | None = None
+EXTENSIONS = {
+    "aggregator.statsfile.StatsFile": 900,
+}
