@@ -1,0 +1,200 @@
+"""Render one blog post (Hexo front matter + HTML body) as bytes.
+
+The layout is fixed by the reference post ``tests/fixtures/qutoutiao/expected/58837411.md``::
+
+    \\n
+    ---
+    title: '...'
+    categories:\\x20
+     - group
+     - source
+     - channel
+    headimg: '...'
+    author: ...
+    comments: false
+    date: Wed, 02 Feb 2022 08:08:41 GMT
+    thumbnail: '...'
+    ---
+    \\n
+    <div>   \\n{body}  \\n</div>\\n            (twelve spaces, no final newline)
+
+The surrounding text is a fixed template, but no value is ever pasted into it raw: every
+scalar is emitted by PyYAML's own emitter (which decides quoting and escaping) and must come
+out as one line, so no value can add a key, end the front matter or change the type that a
+YAML 1.1 reader (PyYAML) or a YAML 1.2 reader (Hexo's js-yaml, ruamel.yaml) gives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import yaml
+
+__all__ = [
+    "PostFields",
+    "parse_front_matter",
+    "render_front_matter",
+    "render_post",
+    "rfc1123",
+]
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+
+# Characters that are line breaks for at least one YAML version (1.1 counts NEL, LS, PS).
+_LINE_BREAKS = frozenset("\n\r\x85\u2028\u2029")
+# Characters a line of the emitted document must never contain raw: any of them could end
+# the line for some reader (str.splitlines() is the widest notion of a line break).
+_NOT_IN_A_LINE = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+# Plain scalars PyYAML leaves plain but the YAML 1.1 spec's bool type lists: quote them too.
+_YAML11_SHORT_BOOLS = frozenset({"y", "Y", "n", "N"})
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+_BODY_OPEN = "<div>   \n"
+_BODY_CLOSE = "  \n</div>\n" + " " * 12
+
+
+@dataclass(frozen=True)
+class PostFields:
+    title: str
+    categories: tuple[str, ...]  # [group, source, channel]
+    author: str
+    date: datetime  # aware, any tz; rendered in GMT
+    body_html: str
+    headimg: str | None = None  # when None, both headimg and thumbnail keys are left out
+    comments: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.categories, tuple):
+            # Accept any iterable of strings (e.g. a list), keep the dataclass hashable.
+            object.__setattr__(self, "categories", tuple(self.categories))
+        for name in ("title", "author", "body_html"):
+            _require_str(name, getattr(self, name))
+        for item in self.categories:
+            _require_str("categories item", item)
+        if self.headimg is not None:
+            _require_str("headimg", self.headimg)
+        if not isinstance(self.comments, bool):
+            raise TypeError(f"comments must be a bool, got {type(self.comments).__name__}")
+        _require_aware(self.date)
+
+
+def _require_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+
+def _require_aware(dt: object) -> None:
+    if not isinstance(dt, datetime):
+        raise TypeError(f"date must be a datetime, got {type(dt).__name__}")
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError("date must be timezone-aware")
+
+
+def rfc1123(dt: datetime) -> str:
+    """``'Wed, 02 Feb 2022 08:08:41 GMT'``: *dt* converted to UTC, English names whatever
+    the locale. *dt* must be aware."""
+    _require_aware(dt)
+    u = dt.astimezone(UTC)
+    return (
+        f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year:04d} "
+        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d} GMT"
+    )
+
+
+def _emit_value(value: str, style: str | None) -> str:
+    """Let PyYAML emit *value* as a block-mapping value (the same context it has in the post)
+    with the requested *style*, and return the scalar text, which must be a single line."""
+    node = yaml.MappingNode(
+        _MAP_TAG, [(yaml.ScalarNode(_STR_TAG, "k"), yaml.ScalarNode(_STR_TAG, value, style=style))]
+    )
+    out = yaml.serialize(
+        node,
+        Dumper=yaml.SafeDumper,
+        allow_unicode=True,
+        width=2**31,
+        explicit_start=False,
+        explicit_end=False,
+    )
+    prefix = "k: "
+    if not (out.startswith(prefix) and out.endswith("\n")):
+        raise ValueError(f"unexpected YAML emitted for {value!r}: {out!r}")
+    scalar = out[len(prefix) : -1]
+    if not scalar or any(ch in _NOT_IN_A_LINE for ch in scalar):
+        raise ValueError(f"YAML scalar for {value!r} is not a single line: {out!r}")
+    return scalar
+
+
+def _has_line_break(value: str) -> bool:
+    return any(ch in _LINE_BREAKS for ch in value)
+
+
+def _quoted(value: str) -> str:
+    """Always quoted: single-quoted when PyYAML allows it, else double-quoted (escaped).
+
+    A value holding a line break is double-quoted up front: a single-quoted scalar would fold
+    it onto several lines, while double quotes escape it (``\\n``, ``\\N``, ``\\L``, ``\\P``)."""
+    scalar = _emit_value(value, '"' if _has_line_break(value) else "'")
+    if scalar[0] not in "'\"":
+        raise ValueError(f"expected a quoted scalar for {value!r}, got {scalar!r}")
+    return scalar
+
+
+def _plain_if_portable(value: str) -> str:
+    """Plain when YAML 1.1 and 1.2 are sure to read it back as this same string, else quoted.
+
+    Plain is only offered for a value starting with a letter; PyYAML then still quotes it
+    when its 1.1 resolver would read it as something else (``No``, ``true``, ``null``, ...),
+    which covers every letter-first 1.2 non-string (true/false/null variants), or when its
+    analysis forbids plain (``: ``, `` #``, trailing space, control characters, ...).
+    ``y``/``n`` (bools for the 1.1 spec, not for PyYAML) are quoted as well."""
+    if value[:1].isalpha() and not _has_line_break(value) and value not in _YAML11_SHORT_BOOLS:
+        return _emit_value(value, None)
+    return _quoted(value)
+
+
+def render_front_matter(fields: PostFields) -> str:
+    """The front matter block, from the opening ``---`` line to the closing ``---\\n``."""
+    lines = ["---", f"title: {_quoted(fields.title)}"]
+    if fields.categories:
+        lines.append("categories: ")
+        lines.extend(f" - {_plain_if_portable(item)}" for item in fields.categories)
+    else:
+        lines.append("categories: []")
+    if fields.headimg is not None:
+        lines.append(f"headimg: {_quoted(fields.headimg)}")
+    lines.append(f"author: {_plain_if_portable(fields.author)}")
+    lines.append(f"comments: {'true' if fields.comments else 'false'}")
+    lines.append(f"date: {_plain_if_portable(rfc1123(fields.date))}")
+    if fields.headimg is not None:
+        lines.append(f"thumbnail: {_quoted(fields.headimg)}")
+    lines.append("---")
+    return "\n".join(lines) + "\n"
+
+
+def render_post(fields: PostFields) -> bytes:
+    """The whole post, UTF-8: an empty line, the front matter, an empty line, the body."""
+    text = "\n" + render_front_matter(fields) + "\n" + _BODY_OPEN + fields.body_html + _BODY_CLOSE
+    return text.encode("utf-8")
+
+
+def parse_front_matter(text: str) -> dict:
+    """``yaml.safe_load`` of the lines between the first two ``---`` lines of *text*.
+
+    Lines are split on ``\\n`` only (a trailing ``\\r`` is ignored on the delimiter lines).
+    Raises ValueError when there are not two delimiters or the block is not a mapping."""
+    lines = text.split("\n")
+    marks = [i for i, line in enumerate(lines) if line.rstrip("\r") == "---"]
+    if len(marks) < 2:
+        raise ValueError("no front matter: fewer than two '---' lines")
+    start, end = marks[0], marks[1]
+    data = yaml.safe_load("\n".join(lines[start + 1 : end]))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"front matter is not a mapping: {type(data).__name__}")
+    return data
