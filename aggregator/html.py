@@ -219,13 +219,6 @@ def _media_address(raw: str, base_url: str) -> str | None:
     return resolved[0]
 
 
-def _is_safe_link(value: str) -> bool:
-    try:
-        return urlsplit(value.strip()).scheme in _LINK_SCHEMES
-    except ValueError:
-        return False
-
-
 def _split_srcset(value: str) -> list[tuple[str, str]]:
     candidates: list[tuple[str, str]] = []
     position, end = 0, len(value)
@@ -328,11 +321,17 @@ def _rewrite_video(video: etree._Element, base_url: str, proxy: ImageProxy) -> N
 
 
 def _check_link(element: etree._Element, base_url: str, proxy: ImageProxy) -> None:
+    # Resolved so that links still lead to the source once the post lives on the blog.
     attrib = element.attrib
     for name in ("href", "cite"):
         value = attrib.get(name)
-        if value is not None and not _is_safe_link(value):
+        if value is None:
+            continue
+        resolved = _resolve(value, base_url)
+        if resolved is None or resolved[1] not in _LINK_SCHEMES:
             del attrib[name]
+        else:
+            attrib[name] = resolved[0]
 
 
 _REWRITERS = {

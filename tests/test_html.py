@@ -481,11 +481,26 @@ def test_unsafe_link_loses_its_href(href: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "href", ["mailto:editor@example.com", "https://example.com/a?b=1", "http://x.cn/", "/rel"]
+    "href", ["mailto:editor@example.com", "https://example.com/a?b=1", "http://x.cn/"]
 )
 def test_safe_link_is_kept_with_rel(href: str) -> None:
     assert norm(f'<a href="{href}">x</a>').html == (
         f'<a href="{href}" rel="noopener noreferrer">x</a>'
+    )
+
+
+@pytest.mark.parametrize(
+    ("href", "absolute"),
+    [
+        ("/rel", f"{SITE}/rel"),
+        ("../c.html", f"{SITE}/a/c.html"),
+        ("//cdn.example.org/x", "https://cdn.example.org/x"),
+        ("#note", f"{BASE}#note"),
+    ],
+)
+def test_relative_links_are_resolved_against_the_article(href: str, absolute: str) -> None:
+    assert norm(f'<a href="{href}">x</a>').html == (
+        f'<a href="{absolute}" rel="noopener noreferrer">x</a>'
     )
 
 
