@@ -7,10 +7,10 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
-from aggregator.html import ImageProxy, normalise_html
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
+from aggregator.html import ImageProxy, normalise_html
 from aggregator.items import Article
 
 if TYPE_CHECKING:
@@ -45,9 +45,11 @@ class NormalizeHtmlPipeline:
         return item
 
     def _headimg(self, item: Article) -> str | None:
-        """The first image of the article, else the listing's first usable cover."""
-        if item.images:
-            return item.images[0]
+        """The first real image of the article, else the listing's first usable cover.
+        `data:` images are skipped: they are lazy-loading placeholders, not pictures."""
+        for image in item.images:
+            if not image.startswith("data:"):
+                return image
         for cover in item.cover:
             if isinstance(cover, str) and cover.strip().lower().startswith(
                 ("http://", "https://", "//")

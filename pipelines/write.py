@@ -7,13 +7,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aggregator.post import PostFields, render_post
 from scrapy.exceptions import DropItem
 from scrapy.utils.defer import maybe_deferred_to_future
 
 from aggregator import stats as keys
 from aggregator.dedupe import dedupe_store_for
 from aggregator.items import Article
+from aggregator.post import PostFields, render_post
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
 
 if TYPE_CHECKING:

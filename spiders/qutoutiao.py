@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -219,7 +220,8 @@ class QutoutiaoSpider(scrapy.Spider):
         if not content:
             return self._detail_error(key, response.url, "page has no div.content")
         node = content[0].root
-        body = (node.text or "") + "".join(
+        # parsel hands the leading text over unescaped; escape it so `&lt;b&gt;` stays text
+        body = html_escape(node.text or "", quote=False) + "".join(
             lxml_html.tostring(child, encoding="unicode") for child in node.iterchildren()
         )
         if not body.strip():
