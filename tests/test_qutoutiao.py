@@ -179,9 +179,7 @@ def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(cra
     assert 'src="data:image/gif;base64,' in post
     assert "data-original" not in post and "data-lazy-src" not in post
     assert post.count('referrerpolicy="no-referrer"') == 4
-    assert front(result.posts()["qutoutiao-1103.md"])["headimg"] == (
-        f"{proxy}{base}/img/1103a.jpg"
-    )
+    assert front(result.posts()["qutoutiao-1103.md"])["headimg"] == (f"{proxy}{base}/img/1103a.jpg")
 
 
 def test_articles_without_images_use_the_cover_or_leave_headimg_out(crawler, replay):
@@ -219,3 +217,24 @@ def test_feed_export_keeps_working_with_the_normalised_item(crawler, replay, tmp
     assert sorted(i["key"] for i in items) == ["qutoutiao-1501", "qutoutiao-1502"]
     assert all('referrerpolicy="no-referrer"' in i["body"] for i in items)
     assert all(i["images"][0].startswith("https://cors.zfour.workers.dev/?") for i in items)
+
+
+def test_failed_write_is_not_marked_published_and_is_written_next_run(crawler, replay):
+    # A directory squatting on the post's path makes the atomic rename fail.
+    blocker = crawler.output / "qutoutiao-1502.md"
+    blocker.mkdir(parents=True)
+    first = crawler.crawl("qutoutiao", "cid=15")
+    assert first.returncode == 1
+    assert first.stat("articles/failed") == 1
+    assert first.stat("articles/new") == 1
+    assert "Could not write qutoutiao-1502" in first.stderr
+    assert not list(crawler.output.glob(".qutoutiao-1502.*"))  # no temp file left behind
+
+    blocker.rmdir()
+    replay.reset()
+    # Not marked published: the next run fetches it again, though no listing is crawled.
+    second = crawler.crawl("qutoutiao", "cid=99")  # an empty listing
+    assert second.returncode == 0, second.stderr
+    assert replay.hits("/detail_json/1502.json") == 1
+    assert (crawler.output / "qutoutiao-1502.md").is_file()
+    assert second.stat("articles/new") == 1
