@@ -25,7 +25,7 @@ DEFAULT_IMAGE_PROXY = "https://cors.zfour.workers.dev/?"
 LAZY_ATTRIBUTES = ("data-src", "data-original", "data-lazy-src")
 
 _HTTP_SCHEMES = frozenset({"http", "https"})
-# "" is a relative reference: ammonia passes those through and so do we.
+# "" (a relative reference) is left only when the base URL itself is relative.
 _LINK_SCHEMES = frozenset({"", "http", "https", "mailto"})
 _LAZY_SET = frozenset(LAZY_ATTRIBUTES)
 _LAZY_SRCSET = "data-srcset"
