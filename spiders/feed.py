@@ -1,0 +1,606 @@
+"""RSS 2.0 / RSS 1.0 / Atom feeds (RSSHub routes included) → articles.
+
+Any feed becomes the same `Article` items the other spiders make, so normalising, dedupe and the
+writers serve every source. Every feed shares the site name "feed": an article is identified by
+its guid (else its canonical link), so the same article carried by two feeds is one post.
+
+Re-runs are cheap: the feed request is conditional (ETag / Last-Modified from the last clean
+run, kept in the state store) and a 304 ends the feed at once. In full-text mode
+(`fulltext=<CSS selector>`) entries already published are never fetched again, and an entry
+whose page fails is kept as pending and fetched first thing next run.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
+from html import escape as html_escape
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
+
+import cssselect
+import feedparser
+import lxml.html
+import scrapy
+from lxml import etree
+from parsel.csstranslator import HTMLTranslator
+from scrapy.exceptions import DownloadCancelledError
+from scrapy.http import Response, TextResponse
+from scrapy.utils.response import get_base_url
+from twisted.internet.defer import CancelledError
+from twisted.python.failure import Failure
+
+from aggregator import stats as keys
+from aggregator.dedupe import DedupeStore, dedupe_store_for
+from aggregator.errors import ConfigError
+from aggregator.items import Article
+from aggregator.keys import article_key
+from aggregator.spiderargs import parse_categories
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+__all__ = ["FeedSpider", "feed_stat", "rsshub_url"]
+
+logger = logging.getLogger(__name__)
+
+SITE = "feed"
+
+
+def feed_stat(name: str) -> str:
+    """Stats key for what happened to feeds (not articles): `aggregator/feeds/<name>`."""
+    return f"{keys.PREFIX}/feeds/{name}"
+
+
+FEEDS_FETCHED = feed_stat("fetched")
+FEEDS_NOT_MODIFIED = feed_stat("not_modified")
+FEEDS_MALFORMED = feed_stat("malformed")
+FEEDS_NOT_A_FEED = feed_stat("not_a_feed")
+FEEDS_HTML = feed_stat("html_not_feed")
+FEEDS_EMPTY = feed_stat("empty")
+FEEDS_TOO_BIG = feed_stat("too_big")
+FEEDS_UNREACHABLE = feed_stat("unreachable")
+FEED_ENTRIES = feed_stat("entries")
+
+# Accept what feeds are served as, feed types first; some servers answer HTML to */* alone.
+FEED_ACCEPT = (
+    "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
+)
+# Attributes holding one URL that the body may carry relative (lazy-image ones included).
+_URL_ATTRIBUTES = ("href", "src", "poster", "cite", "data-src", "data-original", "data-lazy-src")
+_SRCSET_ATTRIBUTES = ("srcset", "data-srcset")
+# srcset: candidates split by commas; a URL is a run of non-space characters (it may hold
+# commas), its trailing commas end the candidate, else descriptors run to the next comma.
+_SRCSET_URL_RE = re.compile(r"[\s,]*(\S*)")
+_HTML_START_RE = re.compile(
+    rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
+)
+# bozo exceptions about the HTTP headers, not the document: the feed itself parsed cleanly.
+_HEADER_ONLY_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
+# --- arguments ---------------------------------------------------------------------------------
+def _check_http_url(name: str, value: str) -> str:
+    split = urlsplit(value)
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise ConfigError(f"spider argument {name}={value!r}: expected an http(s) URL")
+    return value
+
+
+def _check_selector(value: str) -> str:
+    try:
+        HTMLTranslator().css_to_xpath(value)
+    except cssselect.SelectorError as exc:
+        raise ConfigError(f"spider argument fulltext={value!r}: not a CSS selector: {exc}") from exc
+    return value
+
+
+def rsshub_url(base: str, route: str) -> str:
+    """`route` (e.g. `/zaker/channel/13`) on the RSSHub instance at `base` (RSSHUB_BASE)."""
+    split = urlsplit(base or "")
+    if split.scheme not in ("http", "https") or not split.netloc:
+        raise ConfigError(f"setting RSSHUB_BASE={base!r}: expected an http(s) URL")
+    return base.rstrip("/") + "/" + route.lstrip("/")
+
+
+# --- entries -----------------------------------------------------------------------------------
+def _struct_to_datetime(value: time.struct_time | None) -> datetime | None:
+    """feedparser's `*_parsed` values are UTC struct_times; None when absent or unusable."""
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(calendar.timegm(value), UTC)
+    except (OverflowError, ValueError, OSError):
+        return None
+
+
+def _as_html(detail: dict[str, Any]) -> str:
+    """A feed text construct as HTML: plain text is escaped, paragraphs kept."""
+    value = detail.get("value") or ""
+    if "html" in (detail.get("type") or "text/html"):
+        return value
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", value) if p.strip()]
+    return "".join(
+        "<p>" + html_escape(p, quote=False).replace("\n", "<br>") + "</p>" for p in paragraphs
+    )
+
+
+def _body_detail(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """content (content:encoded, Atom content) before summary (description, Atom summary)."""
+    for detail in entry.get("content") or []:
+        if (detail.get("value") or "").strip():
+            return detail
+    summary = entry.get("summary_detail")
+    if summary and (summary.get("value") or "").strip():
+        return summary
+    return None
+
+
+def _declared_base(detail: dict[str, Any] | None, document_url: str) -> str | None:
+    """The xml:base in force for a text construct, when the document declared one (feedparser
+    is given no document URL, so the base it reports is only ever a declared one)."""
+    base = ((detail or {}).get("base") or "").strip()
+    return urljoin(document_url, base) if base else None
+
+
+def _cover(entry: dict[str, Any], base: str) -> list[str]:
+    """The entry's own images (media:thumbnail, media:content, image enclosures), for posts
+    whose body has none; NormalizeHtmlPipeline sends them through the image proxy."""
+    found: list[str] = []
+    for thumb in entry.get("media_thumbnail") or []:
+        found.append(thumb.get("url") or "")
+    for media in entry.get("media_content") or []:
+        if media.get("medium") == "image" or (media.get("type") or "").startswith("image/"):
+            found.append(media.get("url") or "")
+    for enclosure in entry.get("enclosures") or []:
+        if (enclosure.get("type") or "").startswith("image/"):
+            found.append(enclosure.get("href") or "")
+    absolute = [urljoin(base, url.strip()) for url in found if url and url.strip()]
+    return list(dict.fromkeys(absolute))
+
+
+def entry_key(guid: str | None, link: str | None, tracking_params: Iterable[str]) -> str:
+    """The guid identifies the article; a guid that is an http(s) URL is keyed as that URL
+    (canonicalised), so it matches the same article in a feed that only gives the link."""
+    if guid and urlsplit(guid).scheme in ("http", "https"):
+        return article_key(SITE, None, guid, tracking_params)
+    return article_key(SITE, guid, link, tracking_params)
+
+
+def _resolve_srcset(value: str, base: str) -> str:
+    candidates = []
+    position = 0
+    while match := _SRCSET_URL_RE.match(value, position):
+        url, position = match.group(1), match.end()
+        if not url:
+            break
+        descriptors = ""
+        if url.endswith(","):
+            url = url.rstrip(",")
+        else:
+            comma = value.find(",", position)
+            end = len(value) if comma == -1 else comma
+            descriptors, position = value[position:end].strip(), end + 1
+        resolved = urljoin(base, url)
+        candidates.append(f"{resolved} {descriptors}" if descriptors else resolved)
+    return ", ".join(candidates)
+
+
+def absolutise(html: str, base: str) -> str:
+    """Resolve the body's relative addresses against `base`. Only needed when the base is not
+    the article URL (an xml:base, a redirected or <base href> page): NormalizeHtmlPipeline
+    resolves everything else against the article URL."""
+    if not html.strip():
+        return html
+    try:
+        container = lxml.html.fragment_fromstring(html, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return html
+    for element in container.iter(etree.Element):
+        for name in _URL_ATTRIBUTES:
+            value = element.get(name)
+            if value and value.strip():
+                try:
+                    element.set(name, urljoin(base, value.strip()))
+                except ValueError:
+                    continue
+        for name in _SRCSET_ATTRIBUTES:
+            value = element.get(name)
+            if value and value.strip():
+                element.set(name, _resolve_srcset(value, base))
+    return _inner_html(container)
+
+
+def _inner_html(element: Any) -> str:
+    # lxml hands the leading text over unescaped; escape it so `&lt;b&gt;` stays text
+    return html_escape(element.text or "", quote=False) + "".join(
+        lxml.html.tostring(child, encoding="unicode") for child in element.iterchildren()
+    )
+
+
+def _describe(failure: Failure) -> str:
+    response = getattr(failure.value, "response", None)
+    if response is not None:
+        return f"HTTP {response.status}"
+    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
+
+
+class FeedSpider(scrapy.Spider):
+    """`scrapy crawl feed -a url=<feed> | -a route=<RSSHub route>
+    -a categories=group,source,channel -a author=<name> [-a fulltext=<CSS selector>]`"""
+
+    name = "feed"
+    site = SITE
+
+    def __init__(
+        self,
+        url: str | None = None,
+        route: str | None = None,
+        categories: str | None = None,
+        author: str | None = None,
+        fulltext: str | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        options = self.parse_arguments(
+            url=url, route=route, categories=categories, author=author, fulltext=fulltext
+        )
+        self.url: str | None = options["url"]
+        self.route: str | None = options["route"]
+        self.group, self.source, self.channel = options["categories"]
+        self.author: str = options["author"]
+        self.fulltext: str | None = options["fulltext"]
+        self.feed_url: str = self.url or ""
+        self.scheduled: set[str] = set()
+        self.payloads: dict[str, dict[str, Any]] = {}
+        self.validators: dict[str, str | None] | None = None
+        self.store: DedupeStore | None = None
+        self.tracking_params: list[str] = []
+
+    @classmethod
+    def parse_arguments(cls, **arguments: Any) -> dict[str, Any]:
+        """Check `-a` arguments before anything is crawled (raises ConfigError)."""
+        url = (arguments.get("url") or "").strip() or None
+        route = (arguments.get("route") or "").strip() or None
+        if bool(url) == bool(route):
+            raise ConfigError(
+                "spider feed: give exactly one of url=<feed URL> or route=<RSSHub route>"
+            )
+        if url:
+            _check_http_url("url", url)
+        if route and "://" in route:
+            raise ConfigError(
+                f"spider argument route={route!r}: a route is a path such as "
+                "/zaker/channel/13; give a full address as url="
+            )
+        categories = arguments.get("categories")
+        if not categories:
+            raise ConfigError(
+                "spider feed: categories=group,source,channel is required "
+                "(e.g. categories=新媒体,ZAKER,channel)"
+            )
+        author = (arguments.get("author") or "").strip()
+        if not author:
+            raise ConfigError("spider feed: author=<name> is required (e.g. author=ZAKER)")
+        fulltext = (arguments.get("fulltext") or "").strip() or None
+        return {
+            "url": url,
+            "route": route,
+            "categories": parse_categories(categories),
+            "author": author,
+            "fulltext": _check_selector(fulltext) if fulltext else None,
+        }
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> FeedSpider:
+        spider = super().from_crawler(crawler, *args, **kwargs)
+        if spider.route:
+            spider.feed_url = rsshub_url(crawler.settings.get("RSSHUB_BASE"), spider.route)
+        spider.store = dedupe_store_for(crawler)
+        spider.tracking_params = crawler.settings.getlist("TRACKING_QUERY_PARAMS")
+        return spider
+
+    # --- state -------------------------------------------------------------------------------
+    def _validator_names(self) -> tuple[str, str]:
+        return f"feed:etag:{self.feed_url}", f"feed:last-modified:{self.feed_url}"
+
+    def closed(self, reason: str) -> None:
+        """Keep the validators of this run's 200 only when the run finished with no failure.
+
+        Saved earlier, a run that died or failed part-way would make the next run get a 304
+        for a feed whose entries were never all handled, and they would stay hidden as long
+        as the feed does not change. Not saved, the next run downloads and parses the feed
+        once more and skips the published entries: cheap."""
+        if self.validators is None or self.store is None:
+            return
+        failures = keys.failures(self.crawler.stats.get_stats())
+        if reason != "finished" or failures:
+            logger.info(
+                "Not saving the validators of %s: the run %s with %d failure(s); "
+                "it will be fetched in full next time",
+                self.feed_url,
+                reason,
+                failures,
+            )
+            return
+        etag_name, modified_name = self._validator_names()
+        self.store.set_value(etag_name, self.validators.get("etag"))
+        self.store.set_value(modified_name, self.validators.get("last_modified"))
+
+    # --- requests ----------------------------------------------------------------------------
+    async def start(self) -> AsyncIterator[Any]:
+        assert self.store is not None
+        for item_or_request in self._pending_retries():
+            yield item_or_request
+        yield self.feed_request()
+
+    def _pending_retries(self) -> list[Any]:
+        """Entries of this feed that failed last time (another feed's entries wait for it)."""
+        assert self.store is not None
+        pending = [
+            (key, payload)
+            for key, payload in self.store.pending(self.site)
+            if payload.get("feed") == self.feed_url
+        ]
+        published = self.store.published_among(key for key, _ in pending)
+        retries: list[Any] = []
+        for key, payload in pending:
+            if key in published:
+                self.store.clear_pending(key)
+                continue
+            self.scheduled.add(key)
+            self.payloads[key] = payload
+            logger.info("Retrying pending article %s <%s>", key, payload["entry"].get("link"))
+            self.crawler.stats.inc_value(keys.ARTICLES_PENDING_RETRIED)
+            retries.append(self._entry_output(key, payload))
+        return [r for r in retries if r is not None]
+
+    def feed_request(self) -> scrapy.Request:
+        assert self.store is not None
+        etag_name, modified_name = self._validator_names()
+        headers = {"Accept": FEED_ACCEPT}
+        etag, modified = self.store.get_value(etag_name), self.store.get_value(modified_name)
+        if etag:
+            headers["If-None-Match"] = etag
+        if modified:
+            headers["If-Modified-Since"] = modified
+        return scrapy.Request(
+            self.feed_url,
+            headers=headers,
+            callback=self.parse_feed,
+            errback=self.feed_failed,
+            dont_filter=True,
+            meta={"handle_httpstatus_list": [304], "conditional": bool(etag or modified)},
+        )
+
+    def _entry_output(self, key: str, payload: dict[str, Any]) -> Any:
+        """The article itself, or in full-text mode the request for its page."""
+        entry = payload["entry"]
+        if not self.fulltext:
+            return self._article(key, entry, entry.get("body") or "", entry.get("base"))
+        link = entry.get("link")
+        if not link:
+            logger.warning(
+                "Entry %s of %s has no link to fetch the full text from: skipped",
+                key,
+                self.feed_url,
+            )
+            self.crawler.stats.inc_value(keys.dropped("no_link_for_fulltext"))
+            return None
+        return scrapy.Request(
+            link,
+            callback=self.parse_fulltext,
+            errback=self.fulltext_failed,
+            cb_kwargs={"key": key},
+        )
+
+    # --- the feed ----------------------------------------------------------------------------
+    def parse_feed(self, response: Response) -> Any:
+        if response.status == 304:
+            return self._not_modified(response)
+        parsed = self._parse_document(response)
+        if parsed is None:
+            return None
+        self.validators = {
+            "etag": _header(response, b"ETag"),
+            "last_modified": _header(response, b"Last-Modified"),
+        }
+        self.crawler.stats.inc_value(keys.LISTING_PAGES)
+        self.crawler.stats.inc_value(FEEDS_FETCHED)
+        return self._entries_output(parsed, response.url)
+
+    def _not_modified(self, response: Response) -> None:
+        if not response.meta.get("conditional"):
+            self._feed_error(
+                FEEDS_UNREACHABLE, response.url, "HTTP 304 to an unconditional request"
+            )
+            return
+        logger.info("Feed %s is not modified since the last run", response.url)
+        self.crawler.stats.inc_value(FEEDS_NOT_MODIFIED)
+
+    def _parse_document(self, response: Response) -> Any:
+        # No content-location: feedparser would resolve guids against it, and a guid is an
+        # identifier (the same feed from two RSSHub instances must give the same keys).
+        # Links and image addresses are resolved below instead.
+        headers = {}
+        content_type = _header(response, b"Content-Type")
+        if content_type:
+            headers["content-type"] = content_type
+        try:
+            parsed = feedparser.parse(
+                io.BytesIO(response.body),
+                response_headers=headers,
+                resolve_relative_uris=False,  # against the entry link, below
+                sanitize_html=False,  # NormalizeHtmlPipeline sanitises every body the same way
+            )
+        except Exception as exc:  # feedparser on untrusted bytes: any failure is a bad feed
+            self._feed_error(FEEDS_NOT_A_FEED, response.url, f"feedparser failed: {exc!r}")
+            return None
+        entries = parsed.get("entries") or []
+        version = parsed.get("version") or ""
+        problem = parsed.get("bozo_exception") if parsed.get("bozo") else None
+        if not entries:
+            if version:
+                self._feed_error(FEEDS_EMPTY, response.url, f"{version} feed without entries")
+            elif _looks_like_html(response):
+                self._feed_error(FEEDS_HTML, response.url, "an HTML page, not a feed")
+            else:
+                self._feed_error(FEEDS_NOT_A_FEED, response.url, f"not a feed ({problem})")
+            return None
+        if problem is not None and not isinstance(problem, _HEADER_ONLY_BOZO):
+            logger.warning(
+                "Feed %s is malformed (%s); using the %d entries feedparser recovered",
+                response.url,
+                problem,
+                len(entries),
+            )
+            self.crawler.stats.inc_value(FEEDS_MALFORMED)
+        elif problem is not None:
+            logger.info("Feed %s: %s", response.url, problem)
+        logger.info(
+            "Feed %s (%s, %r): %d entries",
+            response.url,
+            version or "unknown format",
+            parsed.get("feed", {}).get("title", ""),
+            len(entries),
+        )
+        return parsed
+
+    def _entries_output(self, parsed: Any, document_url: str) -> list[Any]:
+        keyed: list[tuple[str, dict[str, Any]]] = []
+        self.crawler.stats.inc_value(FEED_ENTRIES, len(parsed.entries))
+        for entry in parsed.entries:
+            payload = self._entry_payload(entry, document_url)
+            if payload is not None:
+                keyed.append(payload)
+        assert self.store is not None
+        published = self.store.published_among(key for key, _ in keyed)
+        output = []
+        for key, payload in keyed:
+            if key in published or key in self.scheduled:
+                self.crawler.stats.inc_value(keys.ARTICLES_DUPLICATE)
+                continue
+            self.scheduled.add(key)
+            self.payloads[key] = payload
+            result = self._entry_output(key, payload)
+            if result is not None:
+                output.append(result)
+        return output
+
+    def _entry_payload(
+        self, entry: dict[str, Any], document_url: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The key of an entry and what is needed to make it an article, now or next run."""
+        guid = (entry.get("id") or "").strip() or None
+        link = (entry.get("link") or "").strip()
+        link = urljoin(document_url, link) if link else None
+        try:
+            key = entry_key(guid, link, self.tracking_params)
+        except ValueError as exc:
+            logger.warning(
+                "Skipping an entry of %s: %s (%r)", document_url, exc, entry.get("title")
+            )
+            self.crawler.stats.inc_value(keys.dropped("bad_feed_entry"))
+            return None
+        detail = _body_detail(entry)
+        published = _struct_to_datetime(entry.get("published_parsed")) or _struct_to_datetime(
+            entry.get("updated_parsed")
+        )
+        base = _declared_base(detail, document_url)
+        entry_payload = {
+            "guid": guid,
+            "link": link,
+            "title": entry.get("title") or "",
+            "body": _as_html(detail) if detail else "",
+            "published": published.isoformat() if published else None,
+            "cover": _cover(entry, base or document_url),
+            "base": base,
+        }
+        return key, {"feed": self.feed_url, "entry": entry_payload}
+
+    def _feed_error(self, stat: str, url: str, reason: str) -> None:
+        logger.error("Bad feed %s: %s", url, reason)
+        self.crawler.stats.inc_value(stat)
+        self.crawler.stats.inc_value(keys.LISTING_FAILED)
+
+    def feed_failed(self, failure: Failure) -> None:
+        url = failure.request.url
+        if failure.check(DownloadCancelledError, CancelledError):
+            maxsize = failure.request.meta.get(
+                "download_maxsize", self.crawler.settings.getint("DOWNLOAD_MAXSIZE")
+            )
+            reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes): download cancelled"
+            self._feed_error(FEEDS_TOO_BIG, url, reason)
+        else:
+            self._feed_error(FEEDS_UNREACHABLE, url, _describe(failure))
+
+    # --- articles ----------------------------------------------------------------------------
+    def _article(self, key: str, entry: dict[str, Any], body: str, base: str | None) -> Article:
+        url = entry.get("link") or self.feed_url
+        if base and base != url:
+            body = absolutise(body, base)
+        published = entry.get("published")
+        return Article(
+            key=key,
+            site=self.site,
+            id=entry.get("guid"),
+            url=url,
+            title=entry.get("title") or "",
+            body=body,
+            source=self.source,
+            group=self.group,
+            channel=self.channel,
+            author=self.author,
+            published=datetime.fromisoformat(published) if published else None,
+            cover=list(entry.get("cover") or []),
+        )
+
+    def parse_fulltext(self, response: Response, key: str) -> Article | None:
+        assert self.fulltext is not None
+        if not isinstance(response, TextResponse):
+            return self._fulltext_error(key, response.url, "the page is not text")
+        nodes = response.css(self.fulltext)
+        if not nodes:
+            return self._fulltext_error(key, response.url, f"nothing matches {self.fulltext!r}")
+        node = nodes[0].root
+        if not hasattr(node, "iterchildren"):
+            return self._fulltext_error(key, response.url, f"{self.fulltext!r} is not an element")
+        body = _inner_html(node)
+        if not body.strip():
+            return self._fulltext_error(key, response.url, f"{self.fulltext!r} is empty")
+        return self._article(key, self.payloads[key]["entry"], body, get_base_url(response))
+
+    def fulltext_failed(self, failure: Failure) -> None:
+        request = failure.request
+        self._fulltext_error(request.cb_kwargs["key"], request.url, _describe(failure))
+
+    def _fulltext_error(self, key: str, url: str, reason: str) -> None:
+        logger.error("Article %s <%s> failed: %s; it will be retried next run", key, url, reason)
+        self.crawler.stats.inc_value(keys.ARTICLES_FAILED)
+        self.remember_failed(key, reason)
+
+    def remember_failed(self, key: str, reason: str) -> None:
+        """Keep what is needed to make `key` again next run (also used by the writer). The
+        payload names the feed, so only a run of that feed retries it."""
+        payload = self.payloads.get(key)
+        if payload is not None and self.store is not None:
+            self.store.add_pending(self.site, key, payload, reason)
+            self.crawler.stats.inc_value(keys.ARTICLES_PENDING)
+
+
+def _header(response: Response, name: bytes) -> str | None:
+    value = response.headers.get(name)
+    if not value:
+        return None
+    return value.decode("latin-1").strip() or None
+
+
+def _looks_like_html(response: Response) -> bool:
+    content_type = (_header(response, b"Content-Type") or "").lower()
+    return "html" in content_type or bool(_HTML_START_RE.match(response.body[:4096]))

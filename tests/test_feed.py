@@ -1,0 +1,281 @@
+"""The feed spider: real crawls (`scrapy crawl feed` in a subprocess) of RSS 2.0, RSS 1.0 and
+Atom feeds served by the replay server, plus its argument checks in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aggregator.errors import ConfigError
+from aggregator.keys import article_key
+from aggregator.post import parse_front_matter
+from spiders.feed import FeedSpider, absolutise, entry_key, rsshub_url
+
+FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
+EXPECTED = FEEDS / "expected"
+CATEGORIES = "categories=新媒体,ZAKER,channel"
+AUTHOR = "author=ZAKER"
+
+ZAKER_DESCRIPTION = "feed--url-9e1e68de847bb85a3442ae05ac87834d.md"  # guid article/...4c11
+ZAKER_CONTENT = "feed--url-d746b4b74f5a1264109a255667a98dde.md"  # guid article/...4c22
+ZAKER_NO_DATE = "feed--url-218f2b7cf4e27f2c86fa2cc6d0d11b38.md"  # guid article/...4c33
+ATOM_HTML = "feed--id-9019ed9a60b89ec3803325558599a957.md"  # tag:...,2024:post-42
+ATOM_SUMMARY = "feed--id-2b891ff8fe70dfe4a78c638f5a442e58.md"  # tag:...,2024:post-43
+ATOM_XML_BASE = "feed--id-9476767e127f71000582b5cae78b43be.md"  # tag:...,2024:post-44
+RSS1_CONTENT = "feed--url-b90c3ef6f2f9e9555535a63b8eabe2fa.md"  # notes/2023-11-03
+RSS1_DESCRIPTION = "feed--url-e2cb763dad3f52db4bf096946f8c3685.md"  # notes/2023-10-27
+
+
+def front(post: bytes) -> dict:
+    return parse_front_matter(post.decode("utf-8"))
+
+
+def golden(name: str) -> bytes:
+    return (EXPECTED / name).read_bytes()
+
+
+def crawl_feed(crawler, path: str, *args: str, **settings: str):
+    return crawler.crawl(
+        "feed", f"url={crawler.base_url}{path}", CATEGORIES, AUTHOR, *args, **settings
+    )
+
+
+def test_post_names_are_the_keys_of_the_guids():
+    """The constants above are what entry_key makes of the fixtures' guids and links."""
+    zaker = "http://www.myzaker.com/article/"
+    assert entry_key(zaker + "6405f2a1b15ec0591f7d4c11", None, []) + ".md" == ZAKER_DESCRIPTION
+    assert entry_key(zaker + "6405f3c8b15ec0591f7d4c22", None, []) + ".md" == ZAKER_CONTENT
+    assert entry_key("tag:blog.example.com,2024:post-42", None, []) + ".md" == ATOM_HTML
+    assert (
+        entry_key("https://journal.example.org/notes/2023-11-03", None, []) + ".md" == RSS1_CONTENT
+    )
+
+
+# --- one golden post per feed type ---------------------------------------------------------
+def test_rsshub_rss2_route_golden_posts(crawler, replay):
+    """RSSHub-style RSS 2.0 reached through `route=` and RSSHUB_BASE: CDATA descriptions,
+    content:encoded before description, `<img>` without a referrer policy."""
+    result = crawler.crawl(
+        "feed", "route=/rsshub-zaker.rss", CATEGORIES, AUTHOR, RSSHUB_BASE=replay.base_url + "/"
+    )
+    assert result.returncode == 0, result.stderr
+    posts = result.posts()
+    assert sorted(posts) == sorted([ZAKER_DESCRIPTION, ZAKER_CONTENT, ZAKER_NO_DATE])
+    assert posts[ZAKER_DESCRIPTION] == golden(ZAKER_DESCRIPTION)
+    assert posts[ZAKER_CONTENT] == golden(ZAKER_CONTENT)
+    assert b"\xe6\x91\x98\xe8\xa6\x81" not in posts[ZAKER_CONTENT]  # "摘要": description lost
+    # no pubDate: the crawl time, counted
+    assert front(posts[ZAKER_NO_DATE])["date"].endswith(" GMT")
+    assert result.stat("articles/published_time_missing") == 1
+    assert result.stat("feeds/fetched") == 1
+    assert result.stat("feeds/entries") == 3
+    assert replay.hits("/rsshub-zaker.rss") == 1
+
+
+def test_atom_golden_post_content_html_summary_and_xml_base(crawler, replay):
+    result = crawl_feed(crawler, "/news.atom")
+    assert result.returncode == 0, result.stderr
+    posts = result.posts()
+    assert sorted(posts) == sorted([ATOM_HTML, ATOM_SUMMARY, ATOM_XML_BASE])
+    assert posts[ATOM_HTML] == golden(ATOM_HTML)
+    assert b"Only a summary" not in posts[ATOM_HTML]
+    # published (09:30+08:00) before updated
+    assert front(posts[ATOM_HTML])["date"] == "Sat, 18 May 2024 01:30:00 GMT"
+    # a summary-only entry: the summary is the body, the enclosure image the cover
+    summary = posts[ATOM_SUMMARY].decode()
+    assert "<p>Small fixes all round.</p>" in summary
+    assert front(posts[ATOM_SUMMARY])["headimg"] == (
+        "https://cors.zfour.workers.dev/?https://cdn.example.com/covers/release-notes.jpg"
+    )
+    # xml:base, when the feed declares one, is the base of relative addresses
+    mirrored = posts[ATOM_XML_BASE].decode()
+    assert "?https://static.example.net/mirror/pics/mirror.png" in mirrored
+    assert 'href="https://static.example.net/mirror/notes.html"' in mirrored
+
+
+def test_rss1_golden_post(crawler, replay):
+    result = crawl_feed(crawler, "/rss1.rdf")
+    assert result.returncode == 0, result.stderr
+    posts = result.posts()
+    assert sorted(posts) == sorted([RSS1_CONTENT, RSS1_DESCRIPTION])
+    assert posts[RSS1_CONTENT] == golden(RSS1_CONTENT)
+    assert "<p>读了三本书，记下几段话。</p>" in posts[RSS1_DESCRIPTION].decode()
+    assert front(posts[RSS1_DESCRIPTION])["date"] == "Fri, 27 Oct 2023 09:00:00 GMT"
+
+
+def test_relative_links_and_images_resolve_against_the_entry_link(crawler, replay):
+    result = crawl_feed(crawler, "/relative.rss")
+    assert result.returncode == 0, result.stderr
+    base = replay.base_url
+    post = result.posts()["feed-relative-post-1.md"].decode()
+    # the entry link /blog/2024/relative-post.html is relative to the feed
+    assert f'href="{base}/blog/2024/other.html"' in post
+    assert f'href="{base}/about.html"' in post
+    proxied = f"https://cors.zfour.workers.dev/?{base}/blog/images/"
+    assert f'src="{proxied}pic.png"' in post
+    assert f'srcset="{proxied}pic-2x.png 2x"' in post
+    assert front(result.posts()["feed-relative-post-1.md"])["headimg"] == proxied + "pic.png"
+
+
+# --- bad feeds -----------------------------------------------------------------------------
+def test_malformed_but_readable_feed_is_used_and_reported(crawler, replay):
+    result = crawl_feed(crawler, "/malformed.rss")
+    assert result.returncode == 0, result.stderr
+    assert result.stat("feeds/malformed") == 1
+    assert result.stat("articles/new") == 2
+    assert f"Feed {replay.base_url}/malformed.rss is malformed" in result.stderr
+    titles = sorted(front(p)["title"] for p in result.posts().values())
+    assert titles == ["Salt & pepper notes", "Second & last"]
+
+
+@pytest.mark.parametrize(
+    ("path", "stat", "message", "settings"),
+    [
+        ("/not-a-feed.txt", "not_a_feed", "not a feed", {}),
+        ("/page.html", "html_not_feed", "an HTML page, not a feed", {}),
+        ("/empty.rss", "empty", "rss20 feed without entries", {}),
+        (
+            "/rsshub-zaker.rss",
+            "too_big",
+            "larger than DOWNLOAD_MAXSIZE (500 bytes)",
+            {"DOWNLOAD_MAXSIZE": "500"},
+        ),
+        ("/missing.rss", "unreachable", "HTTP 404", {}),
+    ],
+)
+def test_bad_feed_fails_the_run_with_a_clear_message(
+    crawler, replay, path, stat, message, settings
+):
+    result = crawl_feed(crawler, path, **settings)
+    assert result.returncode == 1, result.stderr
+    assert result.stat(f"feeds/{stat}") == 1
+    assert result.stat("listings/failed") == 1
+    assert f"Bad feed {replay.base_url}{path}: {message}" in result.stderr
+    assert result.posts() == {}
+
+
+# --- re-runs -------------------------------------------------------------------------------
+def test_second_run_gets_304_and_writes_nothing(crawler, replay):
+    first = crawl_feed(crawler, "/rsshub-zaker.rss")
+    assert first.returncode == 0, first.stderr
+    written = first.posts()
+    mtimes = {p.name: p.stat().st_mtime_ns for p in crawler.output.glob("*.md")}
+    replay.reset()
+    second = crawl_feed(crawler, "/rsshub-zaker.rss")
+    assert second.returncode == 0, second.stderr
+    assert replay.requests == ["/rsshub-zaker.rss"]
+    assert second.stat("feeds/not_modified") == 1
+    assert second.stat("feeds/entries") == 0  # not parsed
+    assert second.stat("articles/new") == 0
+    assert second.posts() == written
+    assert {p.name: p.stat().st_mtime_ns for p in crawler.output.glob("*.md")} == mtimes
+
+
+def test_same_guid_in_two_feeds_is_written_once(crawler, replay):
+    first = crawl_feed(crawler, "/rsshub-zaker.rss")
+    assert first.returncode == 0, first.stderr
+    original = first.posts()[ZAKER_DESCRIPTION]
+    second = crawl_feed(crawler, "/mirror.rss")
+    assert second.returncode == 0, second.stderr
+    # the same guid, and a link-only entry whose link is another feed's guid URL (+ tracking)
+    assert second.stat("articles/duplicate") == 2
+    assert second.stat("articles/new") == 1
+    posts = second.posts()
+    assert len(posts) == 4
+    assert posts[ZAKER_DESCRIPTION] == original
+    assert "feed-mirror-only-here.md" in posts
+
+
+# --- full text -----------------------------------------------------------------------------
+def test_fulltext_failure_is_pending_and_retried_by_the_same_feed_only(crawler, replay):
+    selector = "fulltext=article.post-body"
+    replay.fail("/pages/ft-2.html", 500)
+    first = crawl_feed(crawler, "/summary.rss", selector)
+    assert first.returncode == 1, first.stderr
+    assert sorted(first.posts()) == ["feed-ft-1.md"]
+    post = first.posts()["feed-ft-1.md"].decode()
+    assert "Lead text &lt;kept as text&gt;<p>The whole first article." in post
+    assert f"?{replay.base_url}/pages/figure-1.png" in post
+    assert "Summary one" not in post and "Comments and share" not in post
+    assert first.stat("articles/failed") == 1
+    assert first.stat("articles/pending") == 1
+
+    # another feed's run leaves the pending entry alone
+    replay.reset()
+    other = crawl_feed(crawler, "/rss1.rdf")
+    assert other.returncode == 0, other.stderr
+    assert replay.hits("/pages/") == 0
+    assert other.stat("articles/pending_retried") == 0
+    assert "feed-ft-2.md" not in other.posts()
+
+    replay.reset()
+    second = crawl_feed(crawler, "/summary.rss", selector)
+    assert second.returncode == 0, second.stderr
+    assert second.stat("articles/pending_retried") == 1
+    assert second.stat("feeds/not_modified") == 0  # validators of a failed run were not kept
+    assert replay.hits("/pages/ft-1.html") == 0  # published: never fetched again
+    assert replay.hits("/pages/ft-2.html") == 1
+    retried = second.posts()["feed-ft-2.md"].decode()
+    assert f'<a href="{replay.base_url}/pages/ft-1.html"' in retried
+    assert second.stat("articles/new") == 1
+
+
+# --- arguments -----------------------------------------------------------------------------
+def test_missing_categories_exits_2_before_crawling(crawler, replay):
+    result = crawler.crawl("feed", f"url={replay.base_url}/rss1.rdf", AUTHOR)
+    assert result.returncode == 2
+    assert "categories=group,source,channel is required" in result.stderr
+    assert replay.hits("/") == 0
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"categories": "a,b,c", "author": "x"}, "exactly one of url="),
+        ({"url": "http://x/f", "route": "/r", "categories": "a,b,c", "author": "x"}, "exactly one"),
+        ({"url": "ftp://x/f", "categories": "a,b,c", "author": "x"}, "http(s) URL"),
+        ({"route": "https://rsshub.app/x", "categories": "a,b,c", "author": "x"}, "a route is"),
+        ({"url": "http://x/f", "author": "x"}, "categories=group,source,channel"),
+        ({"url": "http://x/f", "categories": "a,b", "author": "x"}, "three values"),
+        ({"url": "http://x/f", "categories": "a,b,c"}, "author=<name> is required"),
+        ({"url": "http://x/f", "categories": "a,b,c", "author": "x", "fulltext": "div["}, "CSS"),
+    ],
+)
+def test_bad_arguments_raise_config_error(arguments, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        FeedSpider.parse_arguments(**arguments)
+
+
+def test_good_arguments_are_parsed():
+    options = FeedSpider.parse_arguments(
+        route="zaker/channel/13", categories="新媒体, ZAKER ,channel", author=" ZAKER "
+    )
+    assert options["categories"] == ("新媒体", "ZAKER", "channel")
+    assert options["author"] == "ZAKER"
+    assert options["fulltext"] is None
+
+
+def test_route_is_expanded_against_rsshub_base():
+    """(The RSS 2.0 golden test crawls through a route too.)"""
+    expected = "https://rss.example.org/hub/zaker/channel/13"
+    assert rsshub_url("https://rss.example.org/hub/", "/zaker/channel/13") == expected
+    assert rsshub_url("https://rsshub.app", "woshipm/latest") == "https://rsshub.app/woshipm/latest"
+    with pytest.raises(ConfigError, match="RSSHUB_BASE"):
+        rsshub_url("rsshub.app", "/x")
+
+
+def test_entry_key_prefers_the_guid_and_treats_url_guids_as_urls():
+    link = "https://a.example/p/1"
+    assert entry_key("abc-1", link, []) == "feed-abc-1"
+    assert entry_key(link, "https://elsewhere.example/x", []) == article_key("feed", None, link)
+    assert entry_key(None, link + "?utm_source=rss", ["utm_source"]) == entry_key(link, None, [])
+
+
+def test_absolutise_resolves_every_address_attribute():
+    html = '<img src="a.png" srcset="b.png 2x, c.png 3x" data-src="d.png"><a href="../e">e</a>'
+    out = absolutise(html, "https://h.example/x/y.html")
+    assert 'src="https://h.example/x/a.png"' in out
+    assert 'srcset="https://h.example/x/b.png 2x, https://h.example/x/c.png 3x"' in out
+    assert 'data-src="https://h.example/x/d.png"' in out
+    assert 'href="https://h.example/e"' in out
