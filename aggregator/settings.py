@@ -99,3 +99,8 @@ STATS_FILE: str | None = None
 EXTENSIONS = {
     "aggregator.statsfile.StatsFile": 900,
 }
+
+# --- feeds (RSS / Atom / RSSHub) ------------------------------------------------------------
+# Where `scrapy crawl feed -a route=/zaker/channel/13` is expanded. rsshub.app is public and
+# rate-limited; point this at a self-hosted RSSHub for regular runs.
+RSSHUB_BASE = "https://rsshub.app"
