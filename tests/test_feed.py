@@ -279,3 +279,24 @@ def test_absolutise_resolves_every_address_attribute():
     assert 'srcset="https://h.example/x/b.png 2x, https://h.example/x/c.png 3x"' in out
     assert 'data-src="https://h.example/x/d.png"' in out
     assert 'href="https://h.example/e"' in out
+
+
+def test_failed_write_is_pending_and_written_from_the_saved_entry_next_run(crawler, replay):
+    # A directory squatting on the post's path makes the atomic rename fail.
+    blocker = crawler.output / RSS1_DESCRIPTION
+    blocker.mkdir(parents=True)
+    first = crawl_feed(crawler, "/rss1.rdf")
+    assert first.returncode == 1
+    assert first.stat("articles/failed") == 1
+    assert first.stat("articles/pending") == 1
+    assert f"Could not write {RSS1_DESCRIPTION[:-3]}" in first.stderr
+
+    blocker.rmdir()
+    replay.reset()
+    second = crawl_feed(crawler, "/rss1.rdf")
+    assert second.returncode == 0, second.stderr
+    assert second.stat("articles/pending_retried") == 1
+    assert second.stat("feeds/not_modified") == 0  # the failed run kept no validators
+    assert second.stat("articles/new") == 1
+    assert second.stat("articles/duplicate") == 2  # the feed lists both again
+    assert "<p>读了三本书，记下几段话。</p>" in second.posts()[RSS1_DESCRIPTION].decode()
