@@ -270,7 +270,7 @@ class FeedSpider(scrapy.Spider):
         route = (arguments.get("route") or "").strip() or None
         if bool(url) == bool(route):
             raise ConfigError(
-                "spider feed: give exactly one of url=<feed URL> or route=<RSSHub route>"
+                "give exactly one spider argument: url=<feed URL> or route=<RSSHub route>"
             )
         if url:
             _check_http_url("url", url)
@@ -282,12 +282,12 @@ class FeedSpider(scrapy.Spider):
         categories = arguments.get("categories")
         if not categories:
             raise ConfigError(
-                "spider feed: categories=group,source,channel is required "
+                "spider argument categories=group,source,channel is required "
                 "(e.g. categories=新媒体,ZAKER,channel)"
             )
         author = (arguments.get("author") or "").strip()
         if not author:
-            raise ConfigError("spider feed: author=<name> is required (e.g. author=ZAKER)")
+            raise ConfigError("spider argument author=<name> is required (e.g. author=ZAKER)")
         fulltext = (arguments.get("fulltext") or "").strip() or None
         return {
             "url": url,
@@ -319,6 +319,8 @@ class FeedSpider(scrapy.Spider):
         once more and skips the published entries: cheap."""
         if self.validators is None or self.store is None:
             return
+        # The store is still open: its own spider_closed handler was connected after this
+        # one (from_crawler opens it after Spider.from_crawler connected `close`).
         failures = keys.failures(self.crawler.stats.get_stats())
         if reason != "finished" or failures:
             logger.info(

@@ -232,7 +232,7 @@ def test_missing_categories_exits_2_before_crawling(crawler, replay):
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"categories": "a,b,c", "author": "x"}, "exactly one of url="),
+        ({"categories": "a,b,c", "author": "x"}, "exactly one spider argument"),
         ({"url": "http://x/f", "route": "/r", "categories": "a,b,c", "author": "x"}, "exactly one"),
         ({"url": "ftp://x/f", "categories": "a,b,c", "author": "x"}, "http(s) URL"),
         ({"route": "https://rsshub.app/x", "categories": "a,b,c", "author": "x"}, "a route is"),
