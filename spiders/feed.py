@@ -438,7 +438,7 @@ class FeedSpider(scrapy.Spider):
             parsed = feedparser.parse(
                 io.BytesIO(response.body),
                 response_headers=headers,
-                resolve_relative_uris=False,  # against the entry link, below
+                resolve_relative_uris=False,  # the normaliser resolves against the entry link
                 sanitize_html=False,  # NormalizeHtmlPipeline sanitises every body the same way
             )
         except Exception as exc:  # feedparser on untrusted bytes: any failure is a bad feed
@@ -453,7 +453,8 @@ class FeedSpider(scrapy.Spider):
             elif _looks_like_html(response):
                 self._feed_error(FEEDS_HTML, response.url, "an HTML page, not a feed")
             else:
-                self._feed_error(FEEDS_NOT_A_FEED, response.url, f"not a feed ({problem})")
+                detail = f" ({problem})" if problem is not None else ""
+                self._feed_error(FEEDS_NOT_A_FEED, response.url, f"not a feed{detail}")
             return None
         if problem is not None and not isinstance(problem, _HEADER_ONLY_BOZO):
             logger.warning(
@@ -500,8 +501,7 @@ class FeedSpider(scrapy.Spider):
     ) -> tuple[str, dict[str, Any]] | None:
         """The key of an entry and what is needed to make it an article, now or next run."""
         guid = (entry.get("id") or "").strip() or None
-        link = (entry.get("link") or "").strip()
-        link = urljoin(document_url, link) if link else None
+        link = _http_url(document_url, entry.get("link") or "")
         try:
             key = entry_key(guid, link, self.tracking_params)
         except ValueError as exc:
@@ -594,6 +594,20 @@ class FeedSpider(scrapy.Spider):
         if payload is not None and self.store is not None:
             self.store.add_pending(self.site, key, payload, reason)
             self.crawler.stats.inc_value(keys.ARTICLES_PENDING)
+
+
+def _http_url(base: str, value: str) -> str | None:
+    """`value` made absolute, when it is an http(s) address (an entry link may be relative;
+    `javascript:` and the like are no article address)."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        url = urljoin(base, value)
+        split = urlsplit(url)
+    except ValueError:
+        return None
+    return url if split.scheme in ("http", "https") and split.netloc else None
 
 
 def _header(response: Response, name: bytes) -> str | None:
