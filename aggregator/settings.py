@@ -87,6 +87,7 @@ OUTPUT_URI = "output"
 POST_STORAGES = {
     "": "aggregator.storage.FilePostStorage",
     "file": "aggregator.storage.FilePostStorage",
+    "s3": "aggregator.s3storage.S3PostStorage",
 }
 
 LOG_FORMATTER = "aggregator.logformatter.ArticleLogFormatter"
@@ -98,9 +99,25 @@ OUTPUT_FSYNC = True
 STATS_FILE: str | None = None
 EXTENSIONS = {
     "aggregator.statsfile.StatsFile": 900,
+    "aggregator.logredact.RedactAwsSecrets": 0,
 }
 
 # --- feeds (RSS / Atom / RSSHub) ------------------------------------------------------------
 # Where `scrapy crawl feed -a route=/zaker/channel/13` is expanded. rsshub.app is public and
 # rate-limited; point this at a self-hosted RSSHub for regular runs.
 RSSHUB_BASE = "https://rsshub.app"
+
+# --- S3 output (OUTPUT_URI=s3://bucket/prefix) ---------------------------------------------
+# Credentials, endpoint and region: the boto3 chain (environment, profile, instance role) or
+# Scrapy's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ENDPOINT_URL,
+# AWS_REGION_NAME, AWS_USE_SSL, AWS_VERIFY.
+# Uploads in flight at once; worker threads and pooled connections are sized to it.
+S3_MAX_UPLOADS = 8
+# Attempts per request in botocore's "standard" retry mode (5xx, throttling, connection errors).
+S3_MAX_ATTEMPTS = 5
+# Retries of a PUT answered 409 ConditionalRequestConflict (a concurrent writer), with
+# exponential backoff and full jitter from S3_CONFLICT_BACKOFF seconds (capped at 5 s).
+S3_CONFLICT_RETRIES = 5
+S3_CONFLICT_BACKOFF = 0.2
+# Connect and read timeout of each S3 request, in seconds.
+S3_TIMEOUT = 30.0

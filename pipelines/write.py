@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from scrapy.exceptions import DropItem
+from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 
 from aggregator import stats as keys
 from aggregator.dedupe import dedupe_store_for
+from aggregator.errors import ConfigError
 from aggregator.items import Article
 from aggregator.post import PostFields, render_post
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
@@ -45,9 +46,15 @@ class WritePipeline:
         return cls(crawler, build_post_storage(crawler))
 
     async def open_spider(self) -> None:
-        opened = self.storage.open(self.crawler.spider)
-        if opened is not None:
-            await maybe_deferred_to_future(opened)
+        # An unusable destination stops the run before any request is sent: one clear line,
+        # and CloseSpider (a finish reason that makes `scrapy crawl` exit non-zero).
+        try:
+            opened = self.storage.open(self.crawler.spider)
+            if opened is not None:
+                await maybe_deferred_to_future(opened)
+        except (ConfigError, NotConfigured) as exc:
+            logger.error("Cannot write posts: %s", exc)
+            raise CloseSpider("output_unavailable") from exc
 
     async def close_spider(self) -> None:
         closed = self.storage.close(self.crawler.spider)
