@@ -121,3 +121,9 @@ S3_CONFLICT_RETRIES = 5
 S3_CONFLICT_BACKOFF = 0.2
 # Connect and read timeout of each S3 request, in seconds.
 S3_TIMEOUT = 30.0
+
+# --- scheduled runs: `scrapy crawlall` -------------------------------------------------------
+# The sources file crawlall reads (TOML; see aggregator/data/sources.toml for every key). None:
+# the AGGREGATOR_SOURCES environment variable, else the file shipped in the package. A value set
+# here or with `-s SOURCES_FILE=path` wins over the environment variable.
+SOURCES_FILE: str | None = None
