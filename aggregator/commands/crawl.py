@@ -1,7 +1,9 @@
-"""`scrapy crawl` that exits non-zero when a listing or an article failed.
+"""`scrapy crawl` that exits non-zero when a listing or an article failed, and that never runs
+alongside another crawl or crawlall on the same state directory.
 
 Scrapy's own `crawl` exits 0 after callback and pipeline errors by design; cron needs to know.
-Exit statuses: 0 all good, 1 something failed (the rest ran), 2 bad arguments or settings.
+Exit statuses: 0 all good, 1 something failed (the rest ran), 2 bad arguments or settings,
+75 another run holds the state directory's lock (aggregator.lock).
 """
 
 from __future__ import annotations
@@ -13,20 +15,22 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from aggregator.errors import ConfigError
-from aggregator.runstatus import EXIT_CONFIG, check_arguments, exit_status
+from aggregator.lock import LockHeld, RunLock
+from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_arguments, exit_status
 
 
 class Command(ScrapyCrawlCommand):
     def long_desc(self) -> str:
         return (
             "Run a spider. Exit status: 0 when every listing and article succeeded, 1 when any "
-            "failed (the others still ran), 2 on bad arguments or settings."
+            "failed (the others still ran), 2 on bad arguments or settings, 75 when another "
+            "crawl or crawlall holds the lock in STATE_DIR."
         )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if len(args) != 1:
             raise UsageError("give exactly one spider name", print_help=True)
-        assert self.crawler_process is not None
+        assert self.crawler_process is not None and self.settings is not None
         try:
             spidercls = self.crawler_process.spider_loader.load(args[0])
             check_arguments(spidercls, opts.spargs)
@@ -34,7 +38,17 @@ class Command(ScrapyCrawlCommand):
             print(f"scrapy crawl {args[0]}: {exc}", file=sys.stderr)
             self.exitcode = EXIT_CONFIG
             return
-        crawler = self._create_crawler(spidercls)
-        self.crawler_process.crawl(crawler, **opts.spargs)
-        self.crawler_process.start()
-        self.exitcode = exit_status([crawler], self.crawler_process.bootstrap_failed)
+        lock = RunLock.from_settings(self.settings, f"scrapy crawl {args[0]}")
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            print(f"scrapy crawl {args[0]}: {exc}; exiting with status 75", file=sys.stderr)
+            self.exitcode = EXIT_LOCKED
+            return
+        try:
+            crawler = self._create_crawler(spidercls)
+            self.crawler_process.crawl(crawler, **opts.spargs)
+            self.crawler_process.start()
+            self.exitcode = exit_status([crawler], self.crawler_process.bootstrap_failed)
+        finally:
+            lock.release()

@@ -1,0 +1,251 @@
+"""`scrapy crawlall`: every enabled source of the sources file, in one process, for cron.
+
+Each source is its own crawler (its spider, its arguments, its stats) with the project's
+pipelines and dedupe store. Sources run one after another, not side by side: each crawler has its
+own downloader, so two sources on one site (two 趣头条 channels) crawled together would double the
+load on that host past CONCURRENT_REQUESTS_PER_DOMAIN and AutoThrottle; one at a time, the
+politeness settings hold for the whole run, LogStats lines and errors read source by source, and
+each source's time is its own.
+
+Exit statuses: 0 every source succeeded; 1 a listing or an article failed, or a source could not
+run (the other sources still ran); 2 the sources file or the options are wrong (nothing crawled);
+75 another run holds the state directory's lock (see aggregator.lock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scrapy.commands import ScrapyCommand
+from scrapy.exceptions import UsageError
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+from aggregator.errors import ConfigError
+from aggregator.lock import LockHeld, RunLock, state_dir
+from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED
+from aggregator.sources import Source, load_sources, parse_names, select_sources, sources_file
+from aggregator.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler, CrawlerProcessBase
+
+logger = logging.getLogger(__name__)
+
+
+class Command(ScrapyCommand):
+    requires_project = True
+
+    def syntax(self) -> str:
+        return "[--only NAME,...] [--skip NAME,...] [options]"
+
+    def short_desc(self) -> str:
+        return "Crawl every enabled source of the sources file, one run at a time"
+
+    def long_desc(self) -> str:
+        return (
+            "Crawl every enabled source of the sources file (SOURCES_FILE, else "
+            "$AGGREGATOR_SOURCES, else the packaged aggregator/data/sources.toml) one after "
+            "another in one process, print a summary table and write it to "
+            "STATE_DIR/last-run.json. Exit status: 0 every source succeeded, 1 a listing or an "
+            "article failed (the other sources still ran), 2 bad sources file or options "
+            "(nothing crawled), 75 another run holds the lock in STATE_DIR."
+        )
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None:
+        super().add_options(parser)
+        parser.add_argument(
+            "--only", metavar="NAMES", help="crawl only these sources (comma-separated names)"
+        )
+        parser.add_argument(
+            "--skip", metavar="NAMES", help="do not crawl these sources (comma-separated names)"
+        )
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        if args:
+            raise UsageError("crawlall takes no arguments: choose sources with --only and --skip")
+        assert self.settings is not None and self.crawler_process is not None
+        path = sources_file(self.settings)
+        summary = RunSummary(started=utcnow(), sources_file=str(path))
+        try:
+            sources = load_sources(path, self.crawler_process.spider_loader)
+            selected = self._select(sources, path, opts)
+        except ConfigError as exc:
+            self._config_error(summary, exc)
+            return
+        lock = RunLock.from_settings(self.settings, "scrapy crawlall")
+        try:
+            lock.acquire()
+        except LockHeld as exc:
+            self._report(f"scrapy crawlall: {exc}; exiting with status {EXIT_LOCKED}")
+            self.exitcode = EXIT_LOCKED
+            return
+        try:
+            if not selected:
+                logger.warning("No enabled source selected in %s: nothing to crawl", path)
+            summary.sources = SourcesInTurn(self.crawler_process, selected).run()
+            summary.finished = utcnow()
+            self._finish(summary)
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _select(sources: dict[str, Source], path: Path, opts: argparse.Namespace) -> list[Source]:
+        try:
+            only = parse_names("--only", opts.only)
+            skip = parse_names("--skip", opts.skip)
+            return select_sources(sources, only, skip)
+        except ConfigError as exc:
+            raise ConfigError(f"sources file {path}: {exc}") from exc
+
+    def _finish(self, summary: RunSummary) -> None:
+        assert self.settings is not None
+        print(summary.table(), flush=True)
+        try:
+            written = write_last_run(state_dir(self.settings), summary)
+        except OSError as exc:
+            logger.error("Could not write last-run.json in %s: %s", state_dir(self.settings), exc)
+        else:
+            logger.info("Run summary written to %s", written)
+        logger.info("crawlall finished: %s (exit status %s)", summary.status, summary.exit_status)
+        self.exitcode = summary.exit_status
+
+    def _config_error(self, summary: RunSummary, exc: ConfigError) -> None:
+        """Say what is wrong; record it in last-run.json too, for monitoring, unless another
+        run holds the lock (that run's summary is the one to keep)."""
+        assert self.settings is not None
+        self._report(f"scrapy crawlall: {exc}")
+        self.exitcode = EXIT_CONFIG
+        summary.error = str(exc)
+        summary.finished = utcnow()
+        try:
+            with RunLock.from_settings(self.settings, "scrapy crawlall"):
+                write_last_run(state_dir(self.settings), summary)
+        except (LockHeld, OSError) as problem:
+            logger.debug("last-run.json not updated: %s", problem)
+
+    def _report(self, message: str) -> None:
+        """An error for the operator: in the log, and on stderr when the log goes elsewhere
+        (cron mails stderr)."""
+        assert self.settings is not None
+        logger.error("%s", message)
+        if self.settings.get("LOG_FILE") or not self.settings.getbool("LOG_ENABLED"):
+            print(message, file=sys.stderr, flush=True)
+
+
+class SourcesInTurn:
+    """Run sources one after another in the crawler process's reactor: each source's crawler is
+    started when the previous one has finished, so the process's `start()` (which waits while
+    any crawl is active) returns after the last. A source stopped by a shutdown signal (Ctrl-C,
+    SIGTERM) ends the run: the sources after it are left for the next run."""
+
+    def __init__(self, process: CrawlerProcessBase, sources: list[Source]):
+        self.process = process
+        self.sources = sources
+        self.waiting = list(sources)
+        self.results: dict[str, SourceResult] = {}
+        self.stopping = False
+
+    def run(self) -> list[SourceResult]:
+        if self.waiting:
+            self._start_next()
+            self.process.start()
+        return [
+            self.results.get(source.name) or SourceResult(source.name, source.spider)
+            for source in self.sources
+        ]
+
+    def _start_next(self) -> None:
+        if self.stopping or not self.waiting:
+            return
+        source = self.waiting.pop(0)
+        arguments = source.spider_arguments()
+        logger.info(
+            "Source %s: crawling with spider %s, arguments %s",
+            source.name,
+            source.spider,
+            arguments,
+        )
+        started, clock = utcnow(), time.monotonic()
+        finished = partial(self._finished, source, started, clock)
+        try:
+            crawler = self.process.create_crawler(source.spider)
+            outcome = self.process.crawl(crawler, **arguments)
+        except Exception as exc:
+            finished(None, exc)
+            return
+        _when_done(outcome, partial(finished, crawler))
+
+    def _finished(
+        self,
+        source: Source,
+        started: Any,
+        clock: float,
+        crawler: Crawler | None,
+        error: BaseException | None,
+    ) -> None:
+        if error is not None:
+            logger.error(
+                "Source %s: the crawl failed: %s",
+                source.name,
+                error,
+                exc_info=(type(error), error, error.__traceback__),
+            )
+        stats = crawler.stats.get_stats() if crawler is not None and crawler.stats else {}
+        result = SourceResult.from_stats(
+            source.name,
+            source.spider,
+            stats,
+            started=started,
+            elapsed=time.monotonic() - clock,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
+        self.results[source.name] = result
+        logger.info(
+            "Source %s: %s; %s listing pages (%s failed), articles: %s new, %s already "
+            "published, %s dropped, %s failed; %.1fs",
+            source.name,
+            result.status,
+            result.listing_pages,
+            result.listing_failed,
+            result.new,
+            result.already_published,
+            result.dropped,
+            result.failed,
+            result.elapsed,
+        )
+        if result.status == INTERRUPTED:
+            self.stopping = True
+            if self.waiting:
+                logger.warning(
+                    "Shutting down: not crawling %s", ", ".join(s.name for s in self.waiting)
+                )
+        self._start_next()
+
+
+def _when_done(outcome: Any, callback: Callable[[BaseException | None], None]) -> None:
+    """Call `callback(error or None)` when a crawl ends: CrawlerProcess.crawl returns a
+    Deferred, AsyncCrawlerProcess.crawl an asyncio Task (the default, asyncio reactor)."""
+    if isinstance(outcome, Deferred):
+
+        def fired(result: Any) -> None:
+            callback(result.value if isinstance(result, Failure) else None)
+
+        outcome.addBoth(fired)
+        return
+
+    def task_done(task: asyncio.Future[Any]) -> None:
+        if task.cancelled():
+            callback(asyncio.CancelledError())
+        else:
+            callback(task.exception())
+
+    outcome.add_done_callback(task_done)
