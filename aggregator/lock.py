@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
+from aggregator.errors import ConfigError
+
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
@@ -71,16 +73,19 @@ class RunLock:
         return cls(state_dir(settings), command)
 
     def acquire(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Take the lock or raise LockHeld; ConfigError when the state directory is unusable."""
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
         except Timeout:
             raise LockHeld(self.path, self.holder()) from None
+        except OSError as exc:
+            raise self._unusable(exc) from exc
         try:
             self._write_owner()
-        except OSError:
+        except OSError as exc:
             self._lock.release()
-            raise
+            raise self._unusable(exc) from exc
         logger.debug("Took the run lock %s", self.path)
 
     def release(self) -> None:
@@ -91,6 +96,10 @@ class RunLock:
             self.owner_path.unlink(missing_ok=True)
         finally:
             self._lock.release()
+
+    def _unusable(self, exc: OSError) -> ConfigError:
+        where = str(self.directory)
+        return ConfigError(f"setting STATE_DIR={where!r}: cannot take the run lock: {exc}")
 
     def holder(self) -> dict[str, Any]:
         try:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.lock import OWNER_FILE, RunLock
+from aggregator.errors import ConfigError
+from aggregator.lock import OWNER_FILE, LockHeld, RunLock
 from aggregator.post import parse_front_matter
 from aggregator.replay import Reply
 
@@ -183,11 +184,22 @@ def test_a_configuration_error_exits_2_and_crawls_nothing(crawler, replay, sourc
 
 
 # --- failures ------------------------------------------------------------------------------
+# A source whose crawl cannot start (its spider rejects a setting when it is built).
+UNSTARTABLE = """
+[sources.zaker]
+spider = "feed"
+args = { route = "/zaker/channel/13" }
+categories = ["新媒体", "ZAKER", "科技"]
+author = "ZAKER"
+"""
+
+
 def test_a_failed_article_exits_1_the_next_source_still_runs_and_retries_keep_the_channel(
     crawler, replay, sources
 ):
+    sources.write_text(UNSTARTABLE + SOURCES, encoding="utf-8")
     replay.fail("/detail_json/1501.json", status=500)
-    first = crawler.command("crawlall", SOURCES_FILE=str(sources))
+    first = crawler.command("crawlall", SOURCES_FILE=str(sources), RSSHUB_BASE="ftp://nowhere")
     assert first.returncode == 1
     assert sorted(first.posts()) == sorted(["qutoutiao-1502.md", *TECH_POSTS])
     assert replay.hits("/detail_json/1501.json") == 2  # hot's try and retry; tech leaves it
@@ -197,12 +209,14 @@ def test_a_failed_article_exits_1_the_next_source_still_runs_and_retries_keep_th
     assert hot["status"] == "failed"
     assert hot["articles"] == {"new": 1, "already_published": 0, "dropped": 0, "failed": 1}
     assert tech["status"] == "ok" and tech["articles"]["new"] == 6
+    zaker = by_name(report)["zaker"]
+    assert zaker["status"] == "error" and "RSSHUB_BASE" in zaker["error"]
     rows = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.split()}
     assert rows["hot"][1] == "failed" and rows["hot"][7] == "1"
     assert rows["total"][1] == "failed"
 
     replay.reset()  # the article's source is back: hot retries it, as a 热点 post
-    second = crawler.command("crawlall", SOURCES_FILE=str(sources))
+    second = crawler.command("crawlall", "--skip", "zaker", SOURCES_FILE=str(sources))
     assert second.returncode == 0, second.stderr
     assert replay.hits("/detail_json/1501.json") == 1
     assert channel(second.posts()["qutoutiao-1501.md"]) == (HOT, "趣头条")
@@ -281,3 +295,19 @@ def test_scrapy_crawl_takes_categories_and_author_like_a_source(crawler, replay)
     assert sorted(posts) == HOT_POSTS
     assert {channel(post) for post in posts.values()} == {(TECH, "趣头条科技")}
     assert not (crawler.state / "last-run.json").exists()  # that file is crawlall's
+
+
+def test_run_lock_names_its_holder_and_an_unusable_state_dir_is_a_config_error(tmp_path):
+    state = tmp_path / "state"
+    with RunLock(state, "first holder"):
+        with pytest.raises(LockHeld) as held:
+            RunLock(state, "second").acquire()
+        assert held.value.holder["pid"] == os.getpid()
+        assert "first holder" in str(held.value) and str(state / "run.lock") in str(held.value)
+    assert not (state / OWNER_FILE).exists()
+    with RunLock(state, "second"):  # free again once released
+        pass
+
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(ConfigError, match=r"STATE_DIR=.*file/state.*run lock"):
+        RunLock(tmp_path / "file" / "state", "third").acquire()

@@ -45,6 +45,10 @@ class Command(ScrapyCrawlCommand):
             print(f"scrapy crawl {args[0]}: {exc}; exiting with status 75", file=sys.stderr)
             self.exitcode = EXIT_LOCKED
             return
+        except ConfigError as exc:
+            print(f"scrapy crawl {args[0]}: {exc}", file=sys.stderr)
+            self.exitcode = EXIT_CONFIG
+            return
         try:
             crawler = self._create_crawler(spidercls)
             self.crawler_process.crawl(crawler, **opts.spargs)

@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,10 @@ class Command(ScrapyCommand):
             self._report(f"scrapy crawlall: {exc}; exiting with status {EXIT_LOCKED}")
             self.exitcode = EXIT_LOCKED
             return
+        except ConfigError as exc:
+            self._report(f"scrapy crawlall: {exc}")
+            self.exitcode = EXIT_CONFIG
+            return
         try:
             if not selected:
                 logger.warning("No enabled source selected in %s: nothing to crawl", path)
@@ -129,7 +134,7 @@ class Command(ScrapyCommand):
         try:
             with RunLock.from_settings(self.settings, "scrapy crawlall"):
                 write_last_run(state_dir(self.settings), summary)
-        except (LockHeld, OSError) as problem:
+        except (LockHeld, ConfigError, OSError) as problem:
             logger.debug("last-run.json not updated: %s", problem)
 
     def _report(self, message: str) -> None:
@@ -187,7 +192,7 @@ class SourcesInTurn:
     def _finished(
         self,
         source: Source,
-        started: Any,
+        started: datetime,
         clock: float,
         crawler: Crawler | None,
         error: BaseException | None,
@@ -199,11 +204,23 @@ class SourcesInTurn:
                 error,
                 exc_info=(type(error), error, error.__traceback__),
             )
-        stats = crawler.stats.get_stats() if crawler is not None and crawler.stats else {}
+        try:
+            self._record(source, started, clock, crawler, error)
+        finally:
+            self._start_next()
+
+    def _record(
+        self,
+        source: Source,
+        started: datetime,
+        clock: float,
+        crawler: Crawler | None,
+        error: BaseException | None,
+    ) -> None:
         result = SourceResult.from_stats(
             source.name,
             source.spider,
-            stats,
+            _final_stats(crawler),
             started=started,
             elapsed=time.monotonic() - clock,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -228,7 +245,14 @@ class SourcesInTurn:
                 logger.warning(
                     "Shutting down: not crawling %s", ", ".join(s.name for s in self.waiting)
                 )
-        self._start_next()
+
+
+def _final_stats(crawler: Crawler | None) -> dict[str, Any]:
+    """The crawl's stats; none when it failed before its stats collector existed."""
+    try:
+        return crawler.stats.get_stats() if crawler is not None else {}
+    except RuntimeError:  # Crawler.stats is only set once the crawl has started
+        return {}
 
 
 def _when_done(outcome: Any, callback: Callable[[BaseException | None], None]) -> None:
