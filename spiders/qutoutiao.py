@@ -3,7 +3,8 @@
 The listing API gives title, time, cover and where the article body lives: a JSON detail
 (`detail_url`, body in its `detail` field) or the article page (`url`, body in `div.content`).
 Articles already published are never fetched again; an article whose detail fails is kept as
-pending and fetched first thing next run, even when no listing shows it any more.
+pending and fetched first thing by the next crawl for the same channel (categories and author),
+even when no listing shows it any more.
 """
 
 from __future__ import annotations
