@@ -103,3 +103,32 @@ class Crawler:
 @pytest.fixture
 def crawler(tmp_path, replay) -> Crawler:
     return Crawler(tmp_path, replay.base_url)
+
+
+# --- S3 over real HTTP: moto's standalone server (helpers in tests/s3fixtures.py) ----------
+@pytest.fixture(scope="session")
+def moto_server():
+    """One moto server for the session, on a free localhost port."""
+    from s3fixtures import MotoServer
+
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_server):
+    """A fresh, empty bucket on the session's moto server."""
+    from s3fixtures import S3Bucket
+
+    return S3Bucket(moto_server.endpoint_url).create()
+
+
+@pytest.fixture
+def fault_proxy(moto_server):
+    """A proxy in front of the moto server that injects faults and delays."""
+    from s3fixtures import FaultProxy
+
+    proxy = FaultProxy(moto_server.endpoint_url).start()
+    yield proxy
+    proxy.stop()
