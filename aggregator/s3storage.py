@@ -289,7 +289,7 @@ class S3PostStorage:
             redact_secrets(frozen.secret_key, frozen.token)
         config = Config(
             max_pool_connections=self.max_uploads + 1,
-            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            retries={"mode": "standard", "total_max_attempts": self.max_attempts},
             connect_timeout=self.timeout,
             read_timeout=self.timeout,
         )

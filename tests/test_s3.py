@@ -18,7 +18,7 @@ from scrapy.exceptions import NotConfigured
 from aggregator.dedupe import SqliteDedupeStore
 from aggregator.errors import ConfigError
 from aggregator.replay import Reply
-from aggregator.s3storage import S3PostStorage, S3UploadError, parse_s3_uri
+from aggregator.s3storage import ManifestJournal, S3PostStorage, S3UploadError, parse_s3_uri
 from aggregator.storage import PostRecord
 
 SITE = Path(__file__).resolve().parent / "fixtures" / "site"
@@ -370,3 +370,58 @@ def test_bad_output_uris_say_what_is_wrong(uri, message):
 def test_uri_prefix_is_normalised():
     assert parse_s3_uri("s3://bucket//a//b/") == ("bucket", "a/b")
     assert parse_s3_uri("s3://bucket") == ("bucket", "")
+
+
+# --- configuration and the local manifest journal ------------------------------------------
+def project_crawler(**settings: str):
+    """A crawler with the project's settings plus `settings`, never started."""
+    from scrapy import Spider
+    from scrapy.crawler import Crawler
+    from scrapy.settings import Settings
+    from scrapy.statscollectors import MemoryStatsCollector
+
+    project = Settings()
+    project.setmodule("aggregator.settings")
+    project.update(settings)
+    crawler = Crawler(Spider, project)
+    crawler.stats = MemoryStatsCollector(crawler)
+    return crawler
+
+
+def test_settings_reach_the_storage_and_size_the_connection_pool(s3_bucket, tmp_path):
+    crawler = project_crawler(
+        **s3_bucket.settings(),
+        AWS_USE_SSL="False",
+        AWS_VERIFY="false",
+        S3_MAX_UPLOADS="3",
+        S3_MAX_ATTEMPTS="7",
+        STATE_DIR=str(tmp_path),
+    )
+    s3 = S3PostStorage.from_crawler(crawler, s3_bucket.uri())
+    assert (s3.use_ssl, s3.verify, s3.max_uploads) == (False, False, 3)
+    assert s3.endpoint_url == s3_bucket.endpoint_url
+    s3.connect()
+    assert s3.client.meta.config.max_pool_connections == 4  # uploads + the manifest
+    assert s3.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
+    # the writer id is kept with the dedupe store: the next run is the same writer
+    again = S3PostStorage.from_crawler(project_crawler(STATE_DIR=str(tmp_path)), "s3://b")
+    assert again.writer_id == s3.writer_id
+
+
+def test_a_journal_left_behind_is_sent_once_and_never_while_its_run_lives(tmp_path):
+    live = ManifestJournal(tmp_path, "qutoutiao", "a" * 16)
+    live.claim()
+    live.append({"key": "blog/qutoutiao/qutoutiao-1001.md"})
+    sent = []
+
+    def send(spider: str, run_id: str, body: bytes) -> str:
+        sent.append((spider, run_id, body))
+        return f"blog/_manifests/x-{spider}-{run_id}.jsonl"
+
+    assert ManifestJournal.resend(live.path, send) is None  # its run still holds it
+    live.release()  # the run ended without sending it
+    key = ManifestJournal.resend(live.path, send)
+    assert key == "blog/_manifests/x-qutoutiao-aaaaaaaaaaaaaaaa.jsonl"
+    assert sent == [("qutoutiao", "a" * 16, b'{"key": "blog/qutoutiao/qutoutiao-1001.md"}\n')]
+    assert list(tmp_path.iterdir()) == []
+    assert ManifestJournal.resend(live.path, send) is None
