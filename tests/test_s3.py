@@ -4,6 +4,7 @@ runs them) and the storage's blocking half called directly where a fault must be
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,13 @@ from scrapy.exceptions import NotConfigured
 from aggregator.dedupe import SqliteDedupeStore
 from aggregator.errors import ConfigError
 from aggregator.replay import Reply
-from aggregator.s3storage import ManifestJournal, S3PostStorage, S3UploadError, parse_s3_uri
+from aggregator.s3storage import (
+    ManifestJournal,
+    S3PostStorage,
+    S3UploadError,
+    parse_s3_uri,
+    quiet_sdk_debug_logs,
+)
 from aggregator.storage import PostRecord
 
 SITE = Path(__file__).resolve().parent / "fixtures" / "site"
@@ -425,3 +432,18 @@ def test_a_journal_left_behind_is_sent_once_and_never_while_its_run_lives(tmp_pa
     assert sent == [("qutoutiao", "a" * 16, b'{"key": "blog/qutoutiao/qutoutiao-1001.md"}\n')]
     assert list(tmp_path.iterdir()) == []
     assert ManifestJournal.resend(live.path, send) is None
+
+
+def test_sdk_debug_records_are_not_built_unless_log_level_is_debug():
+    botocore, urllib3 = logging.getLogger("botocore"), logging.getLogger("urllib3")
+    saved = botocore.level, urllib3.level
+    try:
+        botocore.setLevel(logging.NOTSET)
+        urllib3.setLevel(logging.ERROR)  # configured by someone: left alone
+        quiet_sdk_debug_logs("DEBUG")
+        assert botocore.level == logging.NOTSET
+        quiet_sdk_debug_logs("INFO")
+        assert (botocore.level, urllib3.level) == (logging.INFO, logging.ERROR)
+    finally:
+        botocore.setLevel(saved[0])
+        urllib3.setLevel(saved[1])
