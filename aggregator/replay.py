@@ -55,10 +55,18 @@ class Reply:
 
 
 class ReplayServer:
-    """Serve `roots` (searched in order) on 127.0.0.1 at a free port, in a background thread."""
+    """Serve `roots` (searched in order) on 127.0.0.1 at a free port, in a background thread.
+
+    `latency` (seconds) delays every answer, as a remote API's round trip would: benchmarks use
+    it to compare crawls under the conditions they meet in production, not only flat out."""
 
     def __init__(
-        self, roots: Path | str | Iterable[Path | str], host: str = "127.0.0.1", port: int = 0
+        self,
+        roots: Path | str | Iterable[Path | str],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency: float = 0.0,
     ):
         if isinstance(roots, (str, Path)):
             roots = [roots]
@@ -66,6 +74,7 @@ class ReplayServer:
         self._overrides: dict[str, Reply] = {}
         self._lock = threading.Lock()
         self.requests: list[str] = []
+        self.latency = latency
         self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -167,8 +176,13 @@ class ReplayServer:
 def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; with Nagle's algorithm on, the body
+        # waits for the client's delayed ACK (~40 ms) and every request looks slow.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
+            if server.latency:
+                time.sleep(server.latency)
             status, body, content_type = server.resolve(self.path)
             etag = '"' + hashlib.sha1(body).hexdigest() + '"'
             if status == 200 and self._not_modified(etag):
@@ -202,8 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+", type=Path)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     args = parser.parse_args(argv)
-    server = ReplayServer(args.roots, port=args.port).start()
+    server = ReplayServer(args.roots, port=args.port, latency=args.latency).start()
     print(f"listening on {server.base_url}", flush=True)
     try:
         while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -60,3 +61,16 @@ def test_conditional_get_answers_304(replay):
     assert get(url, {"If-None-Match": headers["ETag"]})[0] == 304
     assert get(url, {"If-Modified-Since": headers["Last-Modified"]})[0] == 304
     assert get(url, {"If-None-Match": '"other"'})[0] == 200
+
+
+def test_latency_delays_every_answer(replay):
+    url = f"{replay.base_url}/detail_json/1502.json"
+    replay.latency = 0.3
+    try:
+        started = time.monotonic()
+        status, _, _ = get(url)
+        waited = time.monotonic() - started
+    finally:
+        replay.latency = 0.0
+    assert status == 200
+    assert waited >= 0.3
