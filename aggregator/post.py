@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 import yaml
 
@@ -106,9 +107,13 @@ def rfc1123(dt: datetime) -> str:
     )
 
 
+@lru_cache(maxsize=4096)
 def _emit_value(value: str, style: str | None) -> str:
     """Let PyYAML emit *value* as a block-mapping value (the same context it has in the post)
-    with the requested *style*, and return the scalar text, which must be a single line."""
+    with the requested *style*, and return the scalar text, which must be a single line.
+
+    Cached: PyYAML's pure-Python emitter is the dearest step of writing a post, and most values
+    (categories, author, the image address repeated as thumbnail) recur from post to post."""
     node = yaml.MappingNode(
         _MAP_TAG, [(yaml.ScalarNode(_STR_TAG, "k"), yaml.ScalarNode(_STR_TAG, value, style=style))]
     )

@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
-from twisted.internet import defer
+from twisted.internet import threads
 
 from aggregator.keys import is_safe_key
 
@@ -63,7 +63,9 @@ class PostStorage(Protocol):
 class FilePostStorage:
     """One file per post in a directory, `<key>.md`, written atomically: a temp file in the same
     directory, flushed and fsynced, then renamed over the target, so readers (Hexo, rsync) never
-    see half a post and a crash never leaves one."""
+    see half a post and a crash never leaves one. Writes run in the reactor's thread pool
+    (REACTOR_THREADPOOL_MAXSIZE bounds them); two writes of one key never overlap, since the
+    dedupe pipeline lets a key through once per run."""
 
     def __init__(self, uri: str, *, fsync: bool = True):
         self.directory = Path(_path_from_uri(uri))
@@ -87,7 +89,9 @@ class FilePostStorage:
         return self.directory / f"{key}.md"
 
     def persist(self, post: PostRecord) -> Deferred[StoreResult]:
-        return defer.maybeDeferred(self._write, post)
+        # In a worker thread: an fsync waits for the disk, and the reactor thread waiting with
+        # it would stall every download in flight.
+        return threads.deferToThread(self._write, post)
 
     def _write(self, post: PostRecord) -> StoreResult:
         target = self.path_for(post.key)
