@@ -14,8 +14,6 @@ boto3's work for each upload shares the crawl process's interpreter lock.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import socket
 import subprocess
 import sys
@@ -29,16 +27,13 @@ sys.path.insert(0, str(ROOT))
 import boto3  # noqa: E402
 
 from aggregator.replay import ReplayServer  # noqa: E402
-from bench.sitegen import GeneratedSite, generate_site  # noqa: E402
+from bench.crawlrun import crawl_site  # noqa: E402
+from bench.sitegen import generate_site  # noqa: E402
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench-secret",
     "AWS_REGION_NAME": "us-east-1",
-}
-SETTINGS = {
-    "AUTOTHROTTLE_ENABLED": "False",
-    "LOG_LEVEL": "WARNING",
 }
 BUCKET = "bench"
 
@@ -69,32 +64,6 @@ def start_moto() -> tuple[subprocess.Popen, str]:
                 proc.kill()
                 raise SystemExit("moto server did not start") from None
             time.sleep(0.1)
-
-
-def crawl(site: GeneratedSite, base_url: str, workdir: Path, name: str, **settings: str) -> dict:
-    stats_file = workdir / f"stats-{name}.json"
-    merged = {
-        **SETTINGS,
-        "QUTOUTIAO_API_BASE": base_url,
-        "STATE_DIR": str(workdir / f"state-{name}"),
-        "STATS_FILE": str(stats_file),
-        **settings,
-    }
-    cmd = [sys.executable, "-m", "scrapy", "crawl", "qutoutiao"]
-    cmd += ["-a", f"cid={site.cid}", "-a", f"pages={site.pages}", "-a", f"limit={site.per_page}"]
-    for key, value in merged.items():
-        cmd += ["-s", f"{key}={value}"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"crawl to {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    stats = json.loads(stats_file.read_text())
-    stats["wall_seconds"] = wall
-    stats["cpu_seconds"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return stats
 
 
 def rate(stats: dict) -> float:
@@ -130,11 +99,13 @@ def main() -> None:
             client.create_bucket(Bucket=BUCKET)
             with ReplayServer(site.directory) as server:
                 base = server.base_url
-                files = crawl(
+                files = crawl_site(
                     site, base, workdir, "files", OUTPUT_URI=str(workdir / "out"), OUTPUT_FSYNC="0"
                 )
-                synced = crawl(site, base, workdir, "fsync", OUTPUT_URI=str(workdir / "out-fsync"))
-                s3 = crawl(
+                synced = crawl_site(
+                    site, base, workdir, "fsync", OUTPUT_URI=str(workdir / "out-fsync")
+                )
+                s3 = crawl_site(
                     site,
                     base,
                     workdir,

@@ -1,0 +1,58 @@
+"""Run `scrapy crawl qutoutiao` over a generated site (bench/sitegen.py) the way cron does, as
+a subprocess, and return the crawl's stats (from STATS_FILE) with the wall time and the CPU the
+crawl process used.
+
+Benchmarks share this so that every figure they compare comes from the same kind of run: a
+fresh state directory per crawl, AutoThrottle off (it would measure its own delays, not the
+pipeline) and warnings-only logging.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.sitegen import GeneratedSite
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = {
+    "AUTOTHROTTLE_ENABLED": "False",
+    "LOG_LEVEL": "WARNING",
+}
+
+__all__ = ["ROOT", "crawl_site"]
+
+
+def crawl_site(
+    site: GeneratedSite, base_url: str, workdir: Path, name: str, **settings: str
+) -> dict:
+    """Crawl every listing page of `site` from `base_url`; `name` keeps the run's state and
+    stats apart from the others in `workdir`. Exits the benchmark when the crawl fails, since
+    a failed crawl's rate means nothing."""
+    stats_file = workdir / f"stats-{name}.json"
+    merged = {
+        **SETTINGS,
+        "QUTOUTIAO_API_BASE": base_url,
+        "STATE_DIR": str(workdir / f"state-{name}"),
+        "STATS_FILE": str(stats_file),
+        **settings,
+    }
+    cmd = [sys.executable, "-m", "scrapy", "crawl", "qutoutiao"]
+    cmd += ["-a", f"cid={site.cid}", "-a", f"pages={site.pages}", "-a", f"limit={site.per_page}"]
+    for key, value in merged.items():
+        cmd += ["-s", f"{key}={value}"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"crawl {name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    stats = json.loads(stats_file.read_text())
+    stats["wall_seconds"] = wall
+    stats["cpu_seconds"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return stats
