@@ -57,6 +57,30 @@ def test_packaged_sources_file_is_valid_and_crawls_qutoutiao() -> None:
         assert f"#   {key}" in text, f"the packaged file documents {key!r}"
 
 
+@pytest.mark.parametrize(
+    ("name", "route", "categories", "author"),
+    [
+        ("zaker", "/zaker/channel/13", ("新媒体", "ZAKER", "channel"), "ZAKER"),
+        (
+            "woshipm",
+            "/woshipm/latest",
+            ("新媒体", "人人都是产品经理", "最新文章"),
+            "人人都是产品经理",
+        ),
+        ("dockone", "/dockone/weekly", ("编程", "Dockone", "周报"), "Dockone"),
+    ],
+)
+def test_packaged_sources_file_has_the_blogs_feeds_disabled(
+    name: str, route: str, categories: tuple[str, str, str], author: str
+) -> None:
+    source = load_sources(DEFAULT_SOURCES_FILE, SPIDERS)[name]
+    assert (source.spider, source.args) == ("feed", {"route": route})
+    assert (source.categories, source.author) == (categories, author)
+    assert source.enabled is False, "a source that needs the network ships disabled"
+    parsed = SPIDERS.load("feed").parse_arguments(**source.spider_arguments())
+    assert parsed["route"] == route and parsed["categories"] == categories
+
+
 def test_entries_become_sources_in_file_order_with_spider_arguments() -> None:
     sources = parse_sources(GOOD, SPIDERS)
     assert list(sources) == ["tech", "hot"]
