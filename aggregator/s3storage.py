@@ -42,6 +42,7 @@ from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from aggregator import stats as stat_keys
 from aggregator.dedupe import dedupe_store_for
 from aggregator.errors import ConfigError
 from aggregator.keys import is_safe_key
@@ -83,7 +84,7 @@ _SITE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
 _SPIDER_CHARS = re.compile(r"[^A-Za-z0-9_.]")
 
 # stats
-_PREFIX = "aggregator/s3"
+_PREFIX = f"{stat_keys.PREFIX}/s3"
 STAT_UPLOADED = f"{_PREFIX}/uploaded"
 STAT_BYTES = f"{_PREFIX}/bytes"
 STAT_ALREADY_OURS = f"{_PREFIX}/already_ours"
@@ -93,7 +94,7 @@ STAT_FAILED = f"{_PREFIX}/failed"
 STAT_PEAK_IN_FLIGHT = f"{_PREFIX}/peak_in_flight"
 STAT_MANIFESTS = f"{_PREFIX}/manifests"
 STAT_MANIFEST_LINES = f"{_PREFIX}/manifest_lines"
-STAT_MANIFEST_FAILED = f"{_PREFIX}/manifest_failed"
+STAT_MANIFEST_FAILED = stat_keys.S3_MANIFEST_FAILED
 STAT_MANIFESTS_RESENT = f"{_PREFIX}/manifests_resent"
 
 

@@ -13,6 +13,9 @@ ARTICLES_FAILED = f"{PREFIX}/articles/failed"
 ARTICLES_PENDING = f"{PREFIX}/articles/pending"
 ARTICLES_PENDING_RETRIED = f"{PREFIX}/articles/pending_retried"
 ARTICLES_TIME_MISSING = f"{PREFIX}/articles/published_time_missing"
+# Posts are in the bucket but consumers reading `_manifests/` do not see them until the next run
+# sends the manifest kept locally: worth an alert.
+S3_MANIFEST_FAILED = f"{PREFIX}/s3/manifest_failed"
 
 
 def dropped(reason: str) -> str:
@@ -21,5 +24,8 @@ def dropped(reason: str) -> str:
 
 
 def failures(stats: dict) -> int:
-    """How many listings and articles failed in a run; non-zero means the run needs attention."""
-    return int(stats.get(LISTING_FAILED, 0)) + int(stats.get(ARTICLES_FAILED, 0))
+    """How many listings, articles and manifests failed in a run; non-zero means the run needs
+    attention."""
+    return sum(
+        int(stats.get(key, 0)) for key in (LISTING_FAILED, ARTICLES_FAILED, S3_MANIFEST_FAILED)
+    )
