@@ -15,13 +15,13 @@ import json
 import logging
 import os
 import socket
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
 
+from aggregator.atomicfile import write_atomically
 from aggregator.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -122,11 +122,5 @@ class RunLock:
             "command": self.command,
             "started": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".run.lock.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(owner, handle, ensure_ascii=False, indent=1)
-            os.replace(tmp, self.owner_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        text = json.dumps(owner, ensure_ascii=False, indent=1)
+        write_atomically(self.owner_path, text.encode("utf-8"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aggregator import stats as keys
+from aggregator.atomicfile import write_atomically
 from aggregator.runstatus import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 __all__ = [
@@ -233,13 +233,6 @@ def write_last_run(directory: Path, summary: RunSummary) -> Path:
     """Replace `<directory>/last-run.json` atomically with the summary."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / LAST_RUN_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".last-run.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(summary.to_json(), handle, ensure_ascii=False, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    text = json.dumps(summary.to_json(), ensure_ascii=False, indent=1) + "\n"
+    write_atomically(path, text.encode("utf-8"))
     return path
