@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,14 +16,24 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
 from twisted.internet import threads
 
+from aggregator.atomicfile import write_atomically
+from aggregator.errors import ConfigError
 from aggregator.keys import is_safe_key
 
 if TYPE_CHECKING:
     from scrapy import Spider
     from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
     from twisted.internet.defer import Deferred
 
-__all__ = ["FilePostStorage", "PostRecord", "PostStorage", "StoreResult", "build_post_storage"]
+__all__ = [
+    "FilePostStorage",
+    "PostRecord",
+    "PostStorage",
+    "StoreResult",
+    "build_post_storage",
+    "check_output_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -95,18 +104,7 @@ class FilePostStorage:
 
     def _write(self, post: PostRecord) -> StoreResult:
         target = self.path_for(post.key)
-        fd, tmp = tempfile.mkstemp(prefix=f".{post.key}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(post.data)
-                handle.flush()
-                if self.fsync:
-                    os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomically(target, post.data, fsync=self.fsync)
         return StoreResult(location=str(target))
 
     def close(self, spider: Spider) -> None:
@@ -120,17 +118,36 @@ def _path_from_uri(uri: str) -> str:
     return uri
 
 
-def build_post_storage(crawler: Crawler) -> Any:
-    """The storage OUTPUT_URI names, built from the backend registered for its scheme."""
-    uri = str(crawler.settings.get("OUTPUT_URI") or "")
+def _storage_class(settings: BaseSettings) -> tuple[str, Any]:
+    """OUTPUT_URI and the backend class registered for its scheme in POST_STORAGES."""
+    uri = str(settings.get("OUTPUT_URI") or "")
     if not uri:
         raise NotConfigured("OUTPUT_URI is empty: set a directory or s3://bucket/prefix")
     scheme = urlparse(uri).scheme
     if len(scheme) == 1:  # a Windows drive letter, not a scheme
         scheme = ""
-    storages = crawler.settings.getdict("POST_STORAGES")
+    storages = settings.getdict("POST_STORAGES")
     if scheme not in storages:
         raise NotConfigured(
             f"OUTPUT_URI {uri!r}: no storage for scheme {scheme!r} (known: {sorted(storages)})"
         )
-    return load_object(storages[scheme]).from_crawler(crawler, uri)
+    return uri, load_object(storages[scheme])
+
+
+def build_post_storage(crawler: Crawler) -> Any:
+    """The storage OUTPUT_URI names, built from the backend registered for its scheme."""
+    uri, storage_class = _storage_class(crawler.settings)
+    return storage_class.from_crawler(crawler, uri)
+
+
+def check_output_settings(settings: BaseSettings) -> None:
+    """Raise ConfigError when OUTPUT_URI or its backend's settings cannot work, without touching
+    the destination. Commands call it before anything starts, so a typo is exit status 2 rather
+    than a crawl that fails (or, were the write pipeline disabled, writes nothing) later."""
+    try:
+        uri, storage_class = _storage_class(settings)
+        check = getattr(storage_class, "check_settings", None)
+        if check is not None:
+            check(uri, settings)
+    except NotConfigured as exc:
+        raise ConfigError(str(exc)) from exc
