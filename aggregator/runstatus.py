@@ -6,11 +6,21 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from aggregator.stats import failures
+from aggregator.storage import check_output_settings
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "EXIT_LOCKED", "EXIT_OK", "check_arguments", "exit_status"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILED",
+    "EXIT_LOCKED",
+    "EXIT_OK",
+    "check_arguments",
+    "check_settings",
+    "exit_status",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a listing or an article failed; the rest of the run went on
@@ -31,6 +41,18 @@ def exit_status(crawlers: Iterable[Crawler], bootstrap_failed: bool = False) -> 
     if bootstrap_failed or any(crawler_failed(c) for c in crawlers):
         return EXIT_FAILED
     return EXIT_OK
+
+
+def check_settings(
+    settings: BaseSettings, spidercls: type | None = None, arguments: dict[str, Any] | None = None
+) -> None:
+    """Settings mistakes are configuration errors found before anything starts (raises
+    aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, and whatever the
+    spider checks in its `check_settings` (e.g. the feed spider's RSSHUB_BASE)."""
+    check_output_settings(settings)
+    check = getattr(spidercls, "check_settings", None)
+    if check is not None:
+        check(settings, arguments or {})
 
 
 def check_arguments(spidercls: type, arguments: dict[str, Any]) -> None:

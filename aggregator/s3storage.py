@@ -146,6 +146,25 @@ def _url_metadata(url: str) -> dict[str, str]:
     return {"source-url": cut, "source-url-truncated": "true"}
 
 
+def _check_limits(max_uploads: int, max_attempts: int) -> None:
+    if max_uploads < 1:
+        raise NotConfigured(f"S3_MAX_UPLOADS must be at least 1, not {max_uploads}")
+    if max_attempts < 1:
+        raise NotConfigured(f"S3_MAX_ATTEMPTS must be at least 1, not {max_attempts}")
+
+
+def _check_credentials(
+    access_key: str | None, secret_key: str | None, session_token: str | None
+) -> None:
+    """Credentials given in settings replace boto3's whole chain, so half a set would not be
+    completed from the environment: it would fail at the first request, obscurely."""
+    if bool(access_key) != bool(secret_key) or (session_token and not access_key):
+        raise NotConfigured(
+            "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY together (and AWS_SESSION_TOKEN "
+            "only with them), or none of them to use boto3's credential chain"
+        )
+
+
 def _parse_verify(value: Any) -> bool | str | None:
     """AWS_VERIFY: unset, a boolean (also as -s text), or the path of a CA bundle."""
     if value is None or isinstance(value, bool):
@@ -195,10 +214,8 @@ class S3PostStorage:
         stats: StatsCollector | None = None,
         log_level: int | str = logging.DEBUG,
     ):
-        if max_uploads < 1:
-            raise NotConfigured(f"S3_MAX_UPLOADS must be at least 1, not {max_uploads}")
-        if max_attempts < 1:
-            raise NotConfigured(f"S3_MAX_ATTEMPTS must be at least 1, not {max_attempts}")
+        _check_limits(max_uploads, max_attempts)
+        _check_credentials(access_key, secret_key, session_token)
         self.uri = uri
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.access_key = access_key
@@ -228,6 +245,18 @@ class S3PostStorage:
         self._outstanding = 0
         self._idle_waiters: list[Deferred[None]] = []
         self._journal: ManifestJournal | None = None
+
+    @classmethod
+    def check_settings(cls, uri: str, settings: BaseSettings) -> None:
+        """What can be checked without the network (the bucket is checked when the spider
+        opens): the URI's shape and the limits. Raises NotConfigured."""
+        parse_s3_uri(uri)
+        _check_limits(settings.getint("S3_MAX_UPLOADS", 8), settings.getint("S3_MAX_ATTEMPTS", 5))
+        _check_credentials(
+            settings.get("AWS_ACCESS_KEY_ID") or None,
+            settings.get("AWS_SECRET_ACCESS_KEY") or None,
+            settings.get("AWS_SESSION_TOKEN") or None,
+        )
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, uri: str) -> S3PostStorage:
@@ -430,17 +459,25 @@ class S3PostStorage:
         )
         return key
 
-    def resend_leftover_manifests(self) -> list[str]:
+    def resend_leftover_manifests(self) -> tuple[list[str], list[str]]:
         """Upload the manifests earlier runs kept locally (they died, or the bucket was out of
-        reach at close), skipping those of runs still going (their journal is locked)."""
-        sent = []
+        reach at close), skipping those of runs still going (their journal is locked).
+
+        Returns the keys sent and a message per journal that could not be sent: that one stays
+        for the next run, and this run goes on, since its own posts should not wait for it."""
+        sent: list[str] = []
+        failed: list[str] = []
         for path in sorted(self.journal_dir.glob("*.jsonl")):
             if self._journal is not None and path == self._journal.path:
                 continue
-            key = ManifestJournal.resend(path, self.put_manifest)
+            try:
+                key = ManifestJournal.resend(path, self.put_manifest)
+            except (BotoCoreError, ClientError) as exc:
+                failed.append(f"{path}: {exc}")
+                continue
             if key is not None:
                 sent.append(key)
-        return sent
+        return sent, failed
 
     # --- reactor side ------------------------------------------------------------------------
     def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
@@ -462,10 +499,18 @@ class S3PostStorage:
         d.addCallback(self._resent)
         return d
 
-    def _resent(self, keys: list[str]) -> None:
-        for key in keys:
+    def _resent(self, outcome: tuple[list[str], list[str]]) -> None:
+        sent, failed = outcome
+        for key in sent:
             logger.info("Sent the manifest an earlier run left behind: %s", self.location(key))
             self._inc(STAT_MANIFESTS_RESENT)
+        for problem in failed:
+            logger.error(
+                "Could not send the manifest an earlier run left behind (%s); kept for the next "
+                "run",
+                problem,
+            )
+            self._inc(STAT_MANIFEST_FAILED)
         logger.info(
             "Writing posts to s3://%s/%s (%s uploads at once, run %s)",
             self.bucket,

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aggregator.errors import ConfigError
 
-__all__ = ["parse_categories", "parse_list", "parse_positive_int"]
+__all__ = ["parse_categories", "parse_list", "parse_positive_int", "require_known"]
+
+
+def require_known(arguments: Iterable[str], known: Iterable[str]) -> None:
+    """Refuse arguments a spider does not take: Scrapy would set a typo (`-a cdi=7`) as an
+    attribute and the crawl would quietly run with the default instead."""
+    unknown = sorted(set(arguments) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown spider argument {unknown[0]!r} (this spider takes: {', '.join(known)})"
+        )
 
 
 def parse_list(name: str, value: str | list[str] | tuple[str, ...]) -> list[str]:

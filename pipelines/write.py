@@ -43,7 +43,14 @@ class WritePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> WritePipeline:
-        return cls(crawler, build_post_storage(crawler))
+        # Not NotConfigured: Scrapy would quietly disable this pipeline and the crawl would
+        # "succeed" writing nothing. The commands check OUTPUT_URI first (exit status 2); this
+        # covers crawls started any other way.
+        try:
+            storage = build_post_storage(crawler)
+        except NotConfigured as exc:
+            raise ConfigError(f"cannot write posts: {exc}") from exc
+        return cls(crawler, storage)
 
     async def open_spider(self) -> None:
         # An unusable destination stops the run before any request is sent: one clear line,

@@ -40,10 +40,11 @@ from aggregator.dedupe import DedupeStore, dedupe_store_for
 from aggregator.errors import ConfigError
 from aggregator.items import Article
 from aggregator.keys import article_key
-from aggregator.spiderargs import parse_categories
+from aggregator.spiderargs import parse_categories, require_known
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
+    from scrapy.settings import BaseSettings
 
 __all__ = ["FeedSpider", "feed_stat", "rsshub_url"]
 
@@ -236,6 +237,7 @@ class FeedSpider(scrapy.Spider):
     -a categories=group,source,channel -a author=<name> [-a fulltext=<CSS selector>]`"""
 
     name = "feed"
+    arguments = ("url", "route", "categories", "author", "fulltext")
     site = SITE
 
     def __init__(
@@ -266,6 +268,7 @@ class FeedSpider(scrapy.Spider):
     @classmethod
     def parse_arguments(cls, **arguments: Any) -> dict[str, Any]:
         """Check `-a` arguments before anything is crawled (raises ConfigError)."""
+        require_known(arguments, cls.arguments)
         url = (arguments.get("url") or "").strip() or None
         route = (arguments.get("route") or "").strip() or None
         if bool(url) == bool(route):
@@ -296,6 +299,13 @@ class FeedSpider(scrapy.Spider):
             "author": author,
             "fulltext": _check_selector(fulltext) if fulltext else None,
         }
+
+    @classmethod
+    def check_settings(cls, settings: BaseSettings, arguments: dict[str, Any]) -> None:
+        """A route needs a usable RSSHUB_BASE; checked with the arguments, before any crawl."""
+        route = (arguments.get("route") or "").strip()
+        if route:
+            rsshub_url(settings.get("RSSHUB_BASE"), route)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> FeedSpider:

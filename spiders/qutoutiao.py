@@ -26,7 +26,7 @@ from aggregator import stats as keys
 from aggregator.dedupe import DedupeStore, dedupe_store_for
 from aggregator.items import Article
 from aggregator.keys import article_key
-from aggregator.spiderargs import parse_categories, parse_list, parse_positive_int
+from aggregator.spiderargs import parse_categories, parse_list, parse_positive_int, require_known
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -52,6 +52,7 @@ def parse_show_time(value: Any) -> datetime | None:
 
 class QutoutiaoSpider(scrapy.Spider):
     name = "qutoutiao"
+    arguments = ("cid", "pages", "limit", "categories", "author")
     site = "qutoutiao"
     default_categories = ("新媒体", "趣头条", "分类")
     default_author = "趣头条"
@@ -81,6 +82,7 @@ class QutoutiaoSpider(scrapy.Spider):
     @classmethod
     def parse_arguments(cls, **arguments: Any) -> dict[str, Any]:
         """Check `-a` arguments before anything is crawled (raises ConfigError)."""
+        require_known(arguments, cls.arguments)
         categories = arguments.get("categories")
         return {
             "cid": parse_list("cid", arguments.get("cid") or "1"),

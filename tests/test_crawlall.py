@@ -186,12 +186,16 @@ def test_a_configuration_error_exits_2_and_crawls_nothing(crawler, replay, sourc
 # --- failures ------------------------------------------------------------------------------
 # A source whose crawl cannot start (its spider rejects a setting when it is built).
 UNSTARTABLE = """
-[sources.zaker]
-spider = "feed"
-args = { route = "/zaker/channel/13" }
-categories = ["新媒体", "ZAKER", "科技"]
-author = "ZAKER"
+[sources.broken]
+spider = "unstartable"
+categories = ["新媒体", "坏", "坏"]
+author = "坏"
 """
+# Where the unstartable spider lives; every command reading a file that names it needs these.
+EXTRA_SPIDERS = {
+    "env": {"PYTHONPATH": str(Path(__file__).resolve().parent / "fixtures" / "extra_spiders")},
+    "SPIDER_MODULES": "spiders,broken_spiders",
+}
 
 
 def test_a_failed_article_exits_1_the_next_source_still_runs_and_retries_keep_the_channel(
@@ -199,7 +203,7 @@ def test_a_failed_article_exits_1_the_next_source_still_runs_and_retries_keep_th
 ):
     sources.write_text(UNSTARTABLE + SOURCES, encoding="utf-8")
     replay.fail("/detail_json/1501.json", status=500)
-    first = crawler.command("crawlall", SOURCES_FILE=str(sources), RSSHUB_BASE="ftp://nowhere")
+    first = crawler.command("crawlall", SOURCES_FILE=str(sources), **EXTRA_SPIDERS)
     assert first.returncode == 1
     assert sorted(first.posts()) == sorted(["qutoutiao-1502.md", *TECH_POSTS])
     assert replay.hits("/detail_json/1501.json") == 2  # hot's try and retry; tech leaves it
@@ -209,14 +213,16 @@ def test_a_failed_article_exits_1_the_next_source_still_runs_and_retries_keep_th
     assert hot["status"] == "failed"
     assert hot["articles"] == {"new": 1, "already_published": 0, "dropped": 0, "failed": 1}
     assert tech["status"] == "ok" and tech["articles"]["new"] == 6
-    zaker = by_name(report)["zaker"]
-    assert zaker["status"] == "error" and "RSSHUB_BASE" in zaker["error"]
+    broken = by_name(report)["broken"]
+    assert broken["status"] == "error" and "cannot start" in broken["error"]
     rows = {line.split()[0]: line.split() for line in first.stdout.splitlines() if line.split()}
     assert rows["hot"][1] == "failed" and rows["hot"][7] == "1"
     assert rows["total"][1] == "failed"
 
     replay.reset()  # the article's source is back: hot retries it, as a 热点 post
-    second = crawler.command("crawlall", "--skip", "zaker", SOURCES_FILE=str(sources))
+    second = crawler.command(
+        "crawlall", "--skip", "broken", SOURCES_FILE=str(sources), **EXTRA_SPIDERS
+    )
     assert second.returncode == 0, second.stderr
     assert replay.hits("/detail_json/1501.json") == 1
     assert channel(second.posts()["qutoutiao-1501.md"]) == (HOT, "趣头条")
@@ -311,3 +317,28 @@ def test_run_lock_names_its_holder_and_an_unusable_state_dir_is_a_config_error(t
     (tmp_path / "file").write_text("not a directory")
     with pytest.raises(ConfigError, match=r"STATE_DIR=.*file/state.*run lock"):
         RunLock(tmp_path / "file" / "state", "third").acquire()
+
+
+def test_unusable_output_setting_exits_2_and_crawls_nothing(crawler, replay, sources):
+    result = crawler.command(
+        "crawlall", env={"AGGREGATOR_SOURCES": str(sources)}, OUTPUT_URI="ftp://host/posts"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "no storage for scheme 'ftp'" in result.stderr
+    assert replay.hits("/") == 0
+    assert last_run(crawler)["status"] == "config_error"
+
+
+def test_feed_source_with_unusable_rsshub_base_exits_2_naming_the_source(crawler, replay, sources):
+    sources.write_text(
+        SOURCES
+        + '\n[sources.zaker]\nspider = "feed"\nargs = { route = "/zaker/channel/13" }\n'
+        + 'categories = ["新媒体", "ZAKER", "channel"]\nauthor = "ZAKER"\n',
+        encoding="utf-8",
+    )
+    result = crawler.command(
+        "crawlall", env={"AGGREGATOR_SOURCES": str(sources)}, RSSHUB_BASE="ftp://nowhere"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "source 'zaker'" in result.stderr and "RSSHUB_BASE" in result.stderr
+    assert replay.hits("/") == 0

@@ -300,3 +300,13 @@ def test_failed_write_is_pending_and_written_from_the_saved_entry_next_run(crawl
     assert second.stat("articles/new") == 1
     assert second.stat("articles/duplicate") == 2  # the feed lists both again
     assert "<p>读了三本书，记下几段话。</p>" in second.posts()[RSS1_DESCRIPTION].decode()
+
+
+def test_route_with_unusable_rsshub_base_exits_2_before_crawling(crawler, replay):
+    result = crawler.crawl(
+        "feed", "route=/zaker/channel/13", CATEGORIES, AUTHOR, RSSHUB_BASE="ftp://nowhere"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "RSSHUB_BASE='ftp://nowhere'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert replay.hits("/") == 0

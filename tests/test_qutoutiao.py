@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+from scrapy.utils.test import get_crawler
+
+from aggregator.errors import ConfigError
 from aggregator.post import parse_front_matter
 from aggregator.replay import Reply
+from pipelines.write import WritePipeline
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "qutoutiao"
 EXPECTED = (REFERENCE / "expected" / "58837411.md").read_bytes()
@@ -133,6 +138,13 @@ def test_bad_details_fail_and_blank_titles_are_dropped(crawler, replay):
         assert key in result.stderr
 
 
+def test_misspelt_spider_argument_exits_2_before_crawling(crawler, replay):
+    result = crawler.crawl("qutoutiao", "cdi=15")
+    assert result.returncode == 2
+    assert "unknown spider argument 'cdi'" in result.stderr
+    assert replay.hits("/") == 0
+
+
 def test_bad_spider_argument_exits_2_before_crawling(crawler, replay):
     result = crawler.crawl("qutoutiao", "pages=zero")
     assert result.returncode == 2
@@ -238,3 +250,28 @@ def test_failed_write_is_not_marked_published_and_is_written_next_run(crawler, r
     assert replay.hits("/detail_json/1502.json") == 1
     assert (crawler.output / "qutoutiao-1502.md").is_file()
     assert second.stat("articles/new") == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"OUTPUT_URI": ""}, "OUTPUT_URI is empty"),
+        ({"OUTPUT_URI": "ftp://host/posts"}, "no storage for scheme 'ftp'"),
+        ({"OUTPUT_URI": "s3://"}, "needs a bucket name"),
+        ({"OUTPUT_URI": "s3://bucket/blog", "S3_MAX_UPLOADS": "0"}, "S3_MAX_UPLOADS"),
+        ({"OUTPUT_URI": "s3://bucket/blog", "AWS_SESSION_TOKEN": "t"}, "AWS_ACCESS_KEY_ID and"),
+        ({"OUTPUT_URI": "s3://bucket/blog", "AWS_ACCESS_KEY_ID": "k"}, "AWS_SECRET_ACCESS_KEY"),
+    ],
+)
+def test_unusable_output_setting_exits_2_before_crawling(crawler, replay, settings, message):
+    # Were the write pipeline merely disabled, the crawl would "succeed" and write nothing.
+    result = crawler.crawl("qutoutiao", "cid=15", **settings)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert replay.hits("/") == 0
+
+
+def test_write_pipeline_refuses_to_be_disabled_by_a_bad_output():
+    crawler = get_crawler(settings_dict={"OUTPUT_URI": "ftp://host/posts"})
+    with pytest.raises(ConfigError, match="no storage for scheme 'ftp'"):
+        WritePipeline.from_crawler(crawler)

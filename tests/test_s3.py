@@ -434,6 +434,26 @@ def test_a_journal_left_behind_is_sent_once_and_never_while_its_run_lives(tmp_pa
     assert ManifestJournal.resend(live.path, send) is None
 
 
+def test_a_leftover_manifest_that_cannot_be_sent_stays_and_the_run_goes_on(
+    s3_bucket, fault_proxy, tmp_path
+):
+    s3 = storage(s3_bucket, fault_proxy.endpoint_url, tmp_path, max_attempts=1)
+    left = ManifestJournal(s3.journal_dir, "qutoutiao", "b" * 16)
+    left.claim()
+    left.append({"key": "blog/qutoutiao/qutoutiao-1001.md"})
+    left.release()  # its run died before sending it
+    fault_proxy.inject("PUT", ".jsonl", Fault(503, "SlowDown", times=1))
+
+    sent, failed = s3.resend_leftover_manifests()  # does not raise: the run goes on
+    assert sent == [] and len(failed) == 1 and str(left.path) in failed[0]
+    assert left.path.exists()  # kept for the next run
+
+    sent, failed = s3.resend_leftover_manifests()  # the bucket answers again
+    assert failed == [] and len(sent) == 1
+    assert not left.path.exists()
+    assert s3_bucket.manifests() == {sent[0]: [{"key": "blog/qutoutiao/qutoutiao-1001.md"}]}
+
+
 def test_sdk_debug_records_are_not_built_unless_log_level_is_debug():
     botocore, urllib3 = logging.getLogger("botocore"), logging.getLogger("urllib3")
     saved = botocore.level, urllib3.level

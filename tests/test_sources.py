@@ -182,6 +182,11 @@ def test_sources_file_setting_wins_over_environment_which_wins_over_default(
             id="argument-the-spider-rejects",
         ),
         pytest.param(
+            BASE.replace('cid = "1"', 'cdi = "7"'),
+            ["[sources.news]", "'args'", "unknown spider argument 'cdi'"],
+            id="argument-the-spider-does-not-take",
+        ),
+        pytest.param(
             BASE.replace('cid = "1"', 'author = "别人"'),
             ["[sources.news]", "'args.author'", "key of the source"],
             id="channel-in-args",

@@ -16,7 +16,13 @@ from scrapy.exceptions import UsageError
 
 from aggregator.errors import ConfigError
 from aggregator.lock import LockHeld, RunLock
-from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_arguments, exit_status
+from aggregator.runstatus import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    check_arguments,
+    check_settings,
+    exit_status,
+)
 
 
 class Command(ScrapyCrawlCommand):
@@ -34,6 +40,7 @@ class Command(ScrapyCrawlCommand):
         try:
             spidercls = self.crawler_process.spider_loader.load(args[0])
             check_arguments(spidercls, opts.spargs)
+            check_settings(self.settings, spidercls, opts.spargs)
         except (KeyError, ConfigError) as exc:
             print(f"scrapy crawl {args[0]}: {exc}", file=sys.stderr)
             self.exitcode = EXIT_CONFIG

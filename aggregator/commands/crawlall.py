@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 
 from aggregator.errors import ConfigError
 from aggregator.lock import LockHeld, RunLock, state_dir
-from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED
+from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_settings
 from aggregator.sources import Source, load_sources, parse_names, select_sources, sources_file
 from aggregator.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
 
@@ -79,6 +79,7 @@ class Command(ScrapyCommand):
         try:
             sources = load_sources(path, self.crawler_process.spider_loader)
             selected = self._select(sources, path, opts)
+            self._check_settings(selected)
         except ConfigError as exc:
             self._config_error(summary, exc)
             return
@@ -101,6 +102,16 @@ class Command(ScrapyCommand):
             self._finish(summary)
         finally:
             lock.release()
+
+    def _check_settings(self, selected: list[Source]) -> None:
+        assert self.settings is not None and self.crawler_process is not None
+        check_settings(self.settings)
+        for source in selected:
+            spidercls = self.crawler_process.spider_loader.load(source.spider)
+            try:
+                check_settings(self.settings, spidercls, source.spider_arguments())
+            except ConfigError as exc:
+                raise ConfigError(f"source {source.name!r}: {exc}") from exc
 
     @staticmethod
     def _select(sources: dict[str, Source], path: Path, opts: argparse.Namespace) -> list[Source]:
