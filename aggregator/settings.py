@@ -115,8 +115,8 @@ RSSHUB_BASE = "https://rsshub.app"
 S3_MAX_UPLOADS = 8
 # Attempts per request in botocore's "standard" retry mode (5xx, throttling, connection errors).
 S3_MAX_ATTEMPTS = 5
-# Retries of a PUT answered 409 ConditionalRequestConflict (a concurrent writer), with
-# exponential backoff and full jitter from S3_CONFLICT_BACKOFF seconds (capped at 5 s).
+# Retries of a PUT answered 409 ConditionalRequestConflict (a concurrent writer). Before retry n
+# the upload waits a random 0..S3_CONFLICT_BACKOFF * 2**n seconds (capped at 5 s).
 S3_CONFLICT_RETRIES = 5
 S3_CONFLICT_BACKOFF = 0.2
 # Connect and read timeout of each S3 request, in seconds.
