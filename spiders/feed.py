@@ -405,11 +405,15 @@ class FeedSpider(scrapy.Spider):
             )
             self.crawler.stats.inc_value(keys.dropped("no_link_for_fulltext"))
             return None
+        # Not filtered: two entries may share a page (a live blog's updates), and the second
+        # must get its body rather than vanish in the dupefilter. Each entry is requested at
+        # most once per run, and published entries never.
         return scrapy.Request(
             link,
             callback=self.parse_fulltext,
             errback=self.fulltext_failed,
             cb_kwargs={"key": key},
+            dont_filter=True,
         )
 
     # --- the feed ----------------------------------------------------------------------------

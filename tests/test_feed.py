@@ -221,6 +221,14 @@ def test_fulltext_failure_is_pending_and_retried_by_the_same_feed_only(crawler, 
     assert second.stat("articles/new") == 1
 
 
+def test_fulltext_entries_sharing_a_page_each_get_their_post(crawler, replay):
+    result = crawl_feed(crawler, "/shared-link.rss", "fulltext=article.post-body")
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.posts()) == ["feed-live-1.md", "feed-live-2.md"]
+    assert replay.hits("/pages/ft-1.html") == 2
+    assert result.stat("articles/new") == 2
+
+
 # --- arguments -----------------------------------------------------------------------------
 def test_missing_categories_exits_2_before_crawling(crawler, replay):
     result = crawler.crawl("feed", f"url={replay.base_url}/rss1.rdf", AUTHOR)
