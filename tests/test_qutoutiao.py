@@ -138,6 +138,13 @@ def test_bad_details_fail_and_blank_titles_are_dropped(crawler, replay):
         assert key in result.stderr
 
 
+def test_unknown_spider_exits_2_with_a_plain_message(crawler, replay):
+    result = crawler.crawl("qutoutio")
+    assert result.returncode == 2
+    assert "scrapy crawl qutoutio: Spider not found: qutoutio\n" in result.stderr
+    assert replay.hits("/") == 0
+
+
 def test_misspelt_spider_argument_exits_2_before_crawling(crawler, replay):
     result = crawler.crawl("qutoutiao", "cdi=15")
     assert result.returncode == 2

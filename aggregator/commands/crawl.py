@@ -42,7 +42,9 @@ class Command(ScrapyCrawlCommand):
             check_arguments(spidercls, opts.spargs)
             check_settings(self.settings, spidercls, opts.spargs)
         except (KeyError, ConfigError) as exc:
-            print(f"scrapy crawl {args[0]}: {exc}", file=sys.stderr)
+            # str() of a KeyError is its repr, quotes included: print the message itself.
+            message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+            print(f"scrapy crawl {args[0]}: {message}", file=sys.stderr)
             self.exitcode = EXIT_CONFIG
             return
         lock = RunLock.from_settings(self.settings, f"scrapy crawl {args[0]}")
