@@ -12,6 +12,7 @@ import copy
 import html as html_lib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -283,6 +284,21 @@ def _rewrite_img(img: etree._Element, base_url: str, proxy: ImageProxy) -> None:
         attrib[name] = value
 
 
+def _replace_attribute(
+    attrib: etree._Attrib, name: str, rewrite: Callable[[str], str | None]
+) -> None:
+    """Set attribute `name` to `rewrite(value)`, or drop it when that is None (an address that
+    must not reach the post)."""
+    value = attrib.get(name)
+    if value is None:
+        return
+    replacement = rewrite(value)
+    if replacement is None:
+        del attrib[name]
+    else:
+        attrib[name] = replacement
+
+
 def _rewrite_source(source: etree._Element, base_url: str, proxy: ImageProxy) -> None:
     attrib = source.attrib
     lazy_srcset = attrib.pop(_LAZY_SRCSET, "").strip()
@@ -293,31 +309,13 @@ def _rewrite_source(source: etree._Element, base_url: str, proxy: ImageProxy) ->
             attrib.pop("srcset", None)
         else:
             attrib["srcset"] = rewritten
-    src = attrib.get("src")
-    if src is not None:
-        address = _media_address(src, base_url)
-        if address is None:
-            del attrib["src"]
-        else:
-            attrib["src"] = address
+    _replace_attribute(attrib, "src", lambda value: _media_address(value, base_url))
 
 
 def _rewrite_video(video: etree._Element, base_url: str, proxy: ImageProxy) -> None:
     attrib = video.attrib
-    poster = attrib.get("poster")
-    if poster is not None:
-        address = _image_address(poster, base_url, proxy)
-        if address is None:
-            del attrib["poster"]
-        else:
-            attrib["poster"] = address
-    src = attrib.get("src")
-    if src is not None:
-        address = _media_address(src, base_url)
-        if address is None:
-            del attrib["src"]
-        else:
-            attrib["src"] = address
+    _replace_attribute(attrib, "poster", lambda value: _image_address(value, base_url, proxy))
+    _replace_attribute(attrib, "src", lambda value: _media_address(value, base_url))
 
 
 def _check_link(element: etree._Element, base_url: str, proxy: ImageProxy) -> None:

@@ -40,6 +40,7 @@ from aggregator.dedupe import DedupeStore, dedupe_store_for
 from aggregator.errors import ConfigError
 from aggregator.items import Article
 from aggregator.keys import article_key
+from aggregator.pending import PendingArticles, describe_failure
 from aggregator.spiderargs import parse_categories, require_known
 
 if TYPE_CHECKING:
@@ -225,14 +226,7 @@ def _inner_html(element: Any) -> str:
     )
 
 
-def _describe(failure: Failure) -> str:
-    response = getattr(failure.value, "response", None)
-    if response is not None:
-        return f"HTTP {response.status}"
-    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
-
-
-class FeedSpider(scrapy.Spider):
+class FeedSpider(PendingArticles, scrapy.Spider):
     """`scrapy crawl feed -a url=<feed> | -a route=<RSSHub route>
     -a categories=group,source,channel -a author=<name> [-a fulltext=<CSS selector>]`"""
 
@@ -353,25 +347,17 @@ class FeedSpider(scrapy.Spider):
         yield self.feed_request()
 
     def _pending_retries(self) -> list[Any]:
-        """Entries of this feed that failed last time (another feed's entries wait for it)."""
-        assert self.store is not None
-        pending = [
-            (key, payload)
-            for key, payload in self.store.pending(self.site)
-            if payload.get("feed") == self.feed_url
-        ]
-        published = self.store.published_among(key for key, _ in pending)
         retries: list[Any] = []
-        for key, payload in pending:
-            if key in published:
-                self.store.clear_pending(key)
-                continue
+        for key, payload in self.pending_to_retry():
             self.scheduled.add(key)
             self.payloads[key] = payload
-            logger.info("Retrying pending article %s <%s>", key, payload["entry"].get("link"))
-            self.crawler.stats.inc_value(keys.ARTICLES_PENDING_RETRIED)
+            self.retrying(key, payload["entry"].get("link"))
             retries.append(self._entry_output(key, payload))
         return [r for r in retries if r is not None]
+
+    def owns_pending(self, payload: dict[str, Any]) -> bool:
+        """Entries of this feed that failed last time (another feed's entries wait for it)."""
+        return payload.get("feed") == self.feed_url
 
     def feed_request(self) -> scrapy.Request:
         assert self.store is not None
@@ -411,7 +397,7 @@ class FeedSpider(scrapy.Spider):
         return scrapy.Request(
             link,
             callback=self.parse_fulltext,
-            errback=self.fulltext_failed,
+            errback=self.article_request_failed,
             cb_kwargs={"key": key},
             dont_filter=True,
         )
@@ -554,7 +540,7 @@ class FeedSpider(scrapy.Spider):
             reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes): download cancelled"
             self._feed_error(FEEDS_TOO_BIG, url, reason)
         else:
-            self._feed_error(FEEDS_UNREACHABLE, url, _describe(failure))
+            self._feed_error(FEEDS_UNREACHABLE, url, describe_failure(failure))
 
     # --- articles ----------------------------------------------------------------------------
     def _article(self, key: str, entry: dict[str, Any], body: str, base: str | None) -> Article:
@@ -580,34 +566,17 @@ class FeedSpider(scrapy.Spider):
     def parse_fulltext(self, response: Response, key: str) -> Article | None:
         assert self.fulltext is not None
         if not isinstance(response, TextResponse):
-            return self._fulltext_error(key, response.url, "the page is not text")
+            return self.article_failed(key, response.url, "the page is not text")
         nodes = response.css(self.fulltext)
         if not nodes:
-            return self._fulltext_error(key, response.url, f"nothing matches {self.fulltext!r}")
+            return self.article_failed(key, response.url, f"nothing matches {self.fulltext!r}")
         node = nodes[0].root
         if not hasattr(node, "iterchildren"):
-            return self._fulltext_error(key, response.url, f"{self.fulltext!r} is not an element")
+            return self.article_failed(key, response.url, f"{self.fulltext!r} is not an element")
         body = _inner_html(node)
         if not body.strip():
-            return self._fulltext_error(key, response.url, f"{self.fulltext!r} is empty")
+            return self.article_failed(key, response.url, f"{self.fulltext!r} is empty")
         return self._article(key, self.payloads[key]["entry"], body, get_base_url(response))
-
-    def fulltext_failed(self, failure: Failure) -> None:
-        request = failure.request
-        self._fulltext_error(request.cb_kwargs["key"], request.url, _describe(failure))
-
-    def _fulltext_error(self, key: str, url: str, reason: str) -> None:
-        logger.error("Article %s <%s> failed: %s; it will be retried next run", key, url, reason)
-        self.crawler.stats.inc_value(keys.ARTICLES_FAILED)
-        self.remember_failed(key, reason)
-
-    def remember_failed(self, key: str, reason: str) -> None:
-        """Keep what is needed to make `key` again next run (also used by the writer). The
-        payload names the feed, so only a run of that feed retries it."""
-        payload = self.payloads.get(key)
-        if payload is not None and self.store is not None:
-            self.store.add_pending(self.site, key, payload, reason)
-            self.crawler.stats.inc_value(keys.ARTICLES_PENDING)
 
 
 def _http_url(base: str, value: str) -> str | None:

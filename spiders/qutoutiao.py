@@ -26,6 +26,7 @@ from aggregator import stats as keys
 from aggregator.dedupe import DedupeStore, dedupe_store_for
 from aggregator.items import Article
 from aggregator.keys import article_key
+from aggregator.pending import PendingArticles, describe_failure
 from aggregator.spiderargs import parse_categories, parse_list, parse_positive_int, require_known
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ def parse_show_time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(seconds), UTC)
 
 
-class QutoutiaoSpider(scrapy.Spider):
+class QutoutiaoSpider(PendingArticles, scrapy.Spider):
     name = "qutoutiao"
     arguments = ("cid", "pages", "limit", "categories", "author")
     site = "qutoutiao"
@@ -114,17 +115,10 @@ class QutoutiaoSpider(scrapy.Spider):
         )
 
     async def start(self) -> AsyncIterator[Any]:
-        assert self.store is not None
-        pending = [(k, p) for k, p in self.store.pending(self.site) if self._same_channel(p)]
-        published = self.store.published_among(key for key, _ in pending)
-        for key, payload in pending:
-            if key in published:
-                self.store.clear_pending(key)
-                continue
+        for key, payload in self.pending_to_retry():
             request = self.detail_request(key, payload)
             if request is not None:
-                logger.info("Retrying pending article %s <%s>", key, request.url)
-                self.crawler.stats.inc_value(keys.ARTICLES_PENDING_RETRIED)
+                self.retrying(key, request.url)
                 yield request
         for cid in self.cids:
             yield self.listing_request(cid, 1)
@@ -132,7 +126,7 @@ class QutoutiaoSpider(scrapy.Spider):
     def _channel(self) -> dict[str, Any]:
         return {"categories": [self.group, self.source, self.channel], "author": self.author}
 
-    def _same_channel(self, payload: dict[str, Any]) -> bool:
+    def owns_pending(self, payload: dict[str, Any]) -> bool:
         """A pending article is retried by a crawl that posts to the channel it was listed for
         (the same categories and author), so `crawlall` sources sharing this spider each retry
         their own, and a retried post carries the channel it would have had. Payloads stored
@@ -153,7 +147,7 @@ class QutoutiaoSpider(scrapy.Spider):
         return scrapy.Request(
             url,
             callback=callback,
-            errback=self.detail_failed,
+            errback=self.article_request_failed,
             cb_kwargs={"key": key},
         )
 
@@ -217,30 +211,30 @@ class QutoutiaoSpider(scrapy.Spider):
         self.crawler.stats.inc_value(keys.LISTING_FAILED)
 
     def listing_failed(self, failure: Failure) -> None:
-        self._listing_error(failure.request.url, _describe(failure))
+        self._listing_error(failure.request.url, describe_failure(failure))
 
     # --- details -----------------------------------------------------------------------------
     def parse_detail_json(self, response: Response, key: str) -> Any:
         try:
             document = json.loads(response.text)
         except (ValueError, AttributeError):
-            return self._detail_error(key, response.url, "detail is not JSON")
+            return self.article_failed(key, response.url, "detail is not JSON")
         body = document.get("detail") if isinstance(document, dict) else None
         if not isinstance(body, str) or not body.strip():
-            return self._detail_error(key, response.url, "detail has no body")
+            return self.article_failed(key, response.url, "detail has no body")
         return self._article(key, body)
 
     def parse_detail_html(self, response: Response, key: str) -> Any:
         content = response.css("div.content") if hasattr(response, "css") else []
         if not content:
-            return self._detail_error(key, response.url, "page has no div.content")
+            return self.article_failed(key, response.url, "page has no div.content")
         node = content[0].root
         # parsel hands the leading text over unescaped; escape it so `&lt;b&gt;` stays text
         body = html_escape(node.text or "", quote=False) + "".join(
             lxml_html.tostring(child, encoding="unicode") for child in node.iterchildren()
         )
         if not body.strip():
-            return self._detail_error(key, response.url, "div.content is empty")
+            return self.article_failed(key, response.url, "div.content is empty")
         return self._article(key, body)
 
     def _article(self, key: str, body: str) -> Article:
@@ -260,26 +254,3 @@ class QutoutiaoSpider(scrapy.Spider):
             published=parse_show_time(entry.get("show_time")),
             cover=[c for c in cover if isinstance(c, str)] if isinstance(cover, list) else [],
         )
-
-    def detail_failed(self, failure: Failure) -> None:
-        request = failure.request
-        self._detail_error(request.cb_kwargs["key"], request.url, _describe(failure))
-
-    def _detail_error(self, key: str, url: str, reason: str) -> None:
-        logger.error("Article %s <%s> failed: %s; it will be retried next run", key, url, reason)
-        self.crawler.stats.inc_value(keys.ARTICLES_FAILED)
-        self.remember_failed(key, reason)
-
-    def remember_failed(self, key: str, reason: str) -> None:
-        """Keep what is needed to fetch `key` again next run (also used by the writer)."""
-        payload = self.payloads.get(key)
-        if payload is not None and self.store is not None:
-            self.store.add_pending(self.site, key, payload, reason)
-            self.crawler.stats.inc_value(keys.ARTICLES_PENDING)
-
-
-def _describe(failure: Failure) -> str:
-    response = getattr(failure.value, "response", None)
-    if response is not None:
-        return f"HTTP {response.status}"
-    return f"{failure.type.__name__}: {failure.getErrorMessage()}"
