@@ -364,6 +364,14 @@ def _parse_body(html: str) -> etree._Element | None:
     return document.find("body")
 
 
+def inner_html(element: etree._Element) -> str:
+    """The HTML inside `element`, as a spider takes an article body out of a page. lxml hands
+    the leading text over unescaped; it is escaped again so that `&lt;b&gt;` stays text."""
+    return html_lib.escape(element.text or "", quote=False) + "".join(
+        lxml.html.tostring(child, encoding="unicode") for child in element.iterchildren()
+    )
+
+
 def normalise_html(html: str, base_url: str, proxy: ImageProxy) -> NormalisedHtml:
     """Normalise one article body so every post renders the same way and safely.
 

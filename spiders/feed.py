@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from aggregator import stats as keys
 from aggregator.dedupe import DedupeStore, dedupe_store_for
 from aggregator.errors import ConfigError
+from aggregator.html import inner_html
 from aggregator.items import Article
 from aggregator.keys import article_key
 from aggregator.pending import PendingArticles, describe_failure
@@ -216,14 +217,7 @@ def absolutise(html: str, base: str) -> str:
             value = element.get(name)
             if value and value.strip():
                 element.set(name, _resolve_srcset(value, base))
-    return _inner_html(container)
-
-
-def _inner_html(element: Any) -> str:
-    # lxml hands the leading text over unescaped; escape it so `&lt;b&gt;` stays text
-    return html_escape(element.text or "", quote=False) + "".join(
-        lxml.html.tostring(child, encoding="unicode") for child in element.iterchildren()
-    )
+    return inner_html(container)
 
 
 class FeedSpider(PendingArticles, scrapy.Spider):
@@ -573,7 +567,7 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         node = nodes[0].root
         if not hasattr(node, "iterchildren"):
             return self.article_failed(key, response.url, f"{self.fulltext!r} is not an element")
-        body = _inner_html(node)
+        body = inner_html(node)
         if not body.strip():
             return self.article_failed(key, response.url, f"{self.fulltext!r} is empty")
         return self._article(key, self.payloads[key]["entry"], body, get_base_url(response))

@@ -13,17 +13,16 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from html import escape as html_escape
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import scrapy
-from lxml import html as lxml_html
 from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from aggregator import stats as keys
 from aggregator.dedupe import DedupeStore, dedupe_store_for
+from aggregator.html import inner_html
 from aggregator.items import Article
 from aggregator.keys import article_key
 from aggregator.pending import PendingArticles, describe_failure
@@ -228,11 +227,7 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
         content = response.css("div.content") if hasattr(response, "css") else []
         if not content:
             return self.article_failed(key, response.url, "page has no div.content")
-        node = content[0].root
-        # parsel hands the leading text over unescaped; escape it so `&lt;b&gt;` stays text
-        body = html_escape(node.text or "", quote=False) + "".join(
-            lxml_html.tostring(child, encoding="unicode") for child in node.iterchildren()
-        )
+        body = inner_html(content[0].root)
         if not body.strip():
             return self.article_failed(key, response.url, "div.content is empty")
         return self._article(key, body)
