@@ -13,7 +13,9 @@ class Article:
     """An article as read from a source, refined by the pipelines on its way to a post.
 
     `key` identifies the article across runs, sources and channels (see aggregator.keys); it,
-    never the title, names the post. `published` is aware and in UTC.
+    never the title, names the post. `published` is aware and in UTC. `base_url`, when set, is
+    what the body's relative addresses are relative to, when that is not `url` (a feed's
+    xml:base, a redirected or `<base href>` page).
     """
 
     key: str
@@ -30,6 +32,7 @@ class Article:
     images: list[str] = field(default_factory=list)
     cover: list[str] = field(default_factory=list)
     headimg: str | None = None
+    base_url: str | None = None
 
     @property
     def categories(self) -> list[str]:

@@ -35,7 +35,7 @@ class NormalizeHtmlPipeline:
         return cls(crawler.stats, proxy)
 
     def process_item(self, item: Article) -> Article:
-        result = normalise_html(item.body, item.url, self.proxy)
+        result = normalise_html(item.body, item.base_url or item.url, self.proxy)
         if not result.html.strip():
             self.stats.inc_value(keys.dropped("empty_after_sanitising"))
             raise DropItem("nothing left after sanitising", log_level="WARNING")

@@ -25,9 +25,7 @@ from urllib.parse import urljoin, urlsplit
 
 import cssselect
 import feedparser
-import lxml.html
 import scrapy
-from lxml import etree
 from parsel.csstranslator import HTMLTranslator
 from scrapy.exceptions import DownloadCancelledError
 from scrapy.http import Response, TextResponse
@@ -75,12 +73,6 @@ FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
     "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.5"
 )
-# Attributes holding one URL that the body may carry relative (lazy-image ones included).
-_URL_ATTRIBUTES = ("href", "src", "poster", "cite", "data-src", "data-original", "data-lazy-src")
-_SRCSET_ATTRIBUTES = ("srcset", "data-srcset")
-# srcset: candidates split by commas; a URL is a run of non-space characters (it may hold
-# commas), its trailing commas end the candidate, else descriptors run to the next comma.
-_SRCSET_URL_RE = re.compile(r"[\s,]*(\S*)")
 _HTML_START_RE = re.compile(
     rb"^\s*(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html|head|body)\b", re.I | re.S
 )
@@ -174,50 +166,6 @@ def entry_key(guid: str | None, link: str | None, tracking_params: Iterable[str]
     if guid and urlsplit(guid).scheme in ("http", "https"):
         return article_key(SITE, None, guid, tracking_params)
     return article_key(SITE, guid, link, tracking_params)
-
-
-def _resolve_srcset(value: str, base: str) -> str:
-    candidates = []
-    position = 0
-    while match := _SRCSET_URL_RE.match(value, position):
-        url, position = match.group(1), match.end()
-        if not url:
-            break
-        descriptors = ""
-        if url.endswith(","):
-            url = url.rstrip(",")
-        else:
-            comma = value.find(",", position)
-            end = len(value) if comma == -1 else comma
-            descriptors, position = value[position:end].strip(), end + 1
-        resolved = urljoin(base, url)
-        candidates.append(f"{resolved} {descriptors}" if descriptors else resolved)
-    return ", ".join(candidates)
-
-
-def absolutise(html: str, base: str) -> str:
-    """Resolve the body's relative addresses against `base`. Only needed when the base is not
-    the article URL (an xml:base, a redirected or <base href> page): NormalizeHtmlPipeline
-    resolves everything else against the article URL."""
-    if not html.strip():
-        return html
-    try:
-        container = lxml.html.fragment_fromstring(html, create_parent="div")
-    except (etree.ParserError, ValueError):
-        return html
-    for element in container.iter(etree.Element):
-        for name in _URL_ATTRIBUTES:
-            value = element.get(name)
-            if value and value.strip():
-                try:
-                    element.set(name, urljoin(base, value.strip()))
-                except ValueError:
-                    continue
-        for name in _SRCSET_ATTRIBUTES:
-            value = element.get(name)
-            if value and value.strip():
-                element.set(name, _resolve_srcset(value, base))
-    return inner_html(container)
 
 
 class FeedSpider(PendingArticles, scrapy.Spider):
@@ -539,8 +487,6 @@ class FeedSpider(PendingArticles, scrapy.Spider):
     # --- articles ----------------------------------------------------------------------------
     def _article(self, key: str, entry: dict[str, Any], body: str, base: str | None) -> Article:
         url = entry.get("link") or self.feed_url
-        if base and base != url:
-            body = absolutise(body, base)
         published = entry.get("published")
         return Article(
             key=key,
@@ -555,6 +501,9 @@ class FeedSpider(PendingArticles, scrapy.Spider):
             author=self.author,
             published=datetime.fromisoformat(published) if published else None,
             cover=list(entry.get("cover") or []),
+            # NormalizeHtmlPipeline resolves the body's addresses; against this base when the
+            # body's own (xml:base, the full-text page) is not the entry link.
+            base_url=base if base and base != url else None,
         )
 
     def parse_fulltext(self, response: Response, key: str) -> Article | None:

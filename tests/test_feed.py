@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from scrapy.utils.test import get_crawler
 
 from aggregator.errors import ConfigError
+from aggregator.html import ImageProxy
+from aggregator.items import Article
 from aggregator.keys import article_key
 from aggregator.post import parse_front_matter
-from spiders.feed import FeedSpider, absolutise, entry_key, rsshub_url
+from pipelines.normalize import NormalizeHtmlPipeline
+from spiders.feed import FeedSpider, entry_key, rsshub_url
 
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 EXPECTED = FEEDS / "expected"
@@ -280,13 +284,28 @@ def test_entry_key_prefers_the_guid_and_treats_url_guids_as_urls():
     assert entry_key(None, link + "?utm_source=rss", ["utm_source"]) == entry_key(link, None, [])
 
 
-def test_absolutise_resolves_every_address_attribute():
-    html = '<img src="a.png" srcset="b.png 2x, c.png 3x" data-src="d.png"><a href="../e">e</a>'
-    out = absolutise(html, "https://h.example/x/y.html")
+def test_the_entry_base_is_the_base_of_every_address_in_the_body():
+    # The body's base (xml:base, the full-text page) differs from the entry link.
+    html = (
+        '<img src="a.png" srcset="b.png 2x, c.png 3x"><img data-src="d.png">'
+        '<a href="../e">e</a><blockquote cite="f.html">f</blockquote>'
+    )
+    item = Article(
+        key="feed-x",
+        site="feed",
+        url="https://elsewhere.example/entry",
+        title="t",
+        body=html,
+        base_url="https://h.example/x/y.html",
+    )
+    pipeline = NormalizeHtmlPipeline(get_crawler().stats, ImageProxy(template=""))
+    out = pipeline.process_item(item).body
     assert 'src="https://h.example/x/a.png"' in out
     assert 'srcset="https://h.example/x/b.png 2x, https://h.example/x/c.png 3x"' in out
-    assert 'data-src="https://h.example/x/d.png"' in out
+    assert 'src="https://h.example/x/d.png"' in out
     assert 'href="https://h.example/e"' in out
+    assert 'cite="https://h.example/x/f.html"' in out
+    assert "elsewhere.example" not in out
 
 
 def test_failed_write_is_pending_and_written_from_the_saved_entry_next_run(crawler, replay):
