@@ -81,9 +81,13 @@ _HEADER_ONLY_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLCont
 
 
 # --- arguments ---------------------------------------------------------------------------------
-def _check_http_url(name: str, value: str) -> str:
+def _is_http_url(value: str) -> bool:
     split = urlsplit(value)
-    if split.scheme not in ("http", "https") or not split.netloc:
+    return split.scheme in ("http", "https") and bool(split.netloc)
+
+
+def _check_http_url(name: str, value: str) -> str:
+    if not _is_http_url(value):
         raise ConfigError(f"spider argument {name}={value!r}: expected an http(s) URL")
     return value
 
@@ -98,8 +102,7 @@ def _check_selector(value: str) -> str:
 
 def rsshub_url(base: str, route: str) -> str:
     """`route` (e.g. `/zaker/channel/13`) on the RSSHub instance at `base` (RSSHUB_BASE)."""
-    split = urlsplit(base or "")
-    if split.scheme not in ("http", "https") or not split.netloc:
+    if not _is_http_url(base or ""):
         raise ConfigError(f"setting RSSHUB_BASE={base!r}: expected an http(s) URL")
     return base.rstrip("/") + "/" + route.lstrip("/")
 
