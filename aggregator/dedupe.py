@@ -32,9 +32,16 @@ __all__ = [
     "dedupe_store_for",
     "dedupe_uri",
     "open_dedupe_store",
+    "state_dir",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def state_dir(settings: BaseSettings) -> Path:
+    """STATE_DIR: the dedupe store's default home, and where the run lock, last-run.json and
+    S3 manifest journals live."""
+    return Path(settings.get("STATE_DIR") or ".state")
 
 
 class DedupeStore(Protocol):
@@ -165,8 +172,7 @@ def dedupe_uri(settings: BaseSettings) -> str:
     uri = settings.get("DEDUPE_URI")
     if uri:
         return str(uri)
-    state_dir = Path(settings.get("STATE_DIR") or ".state")
-    return f"sqlite:///{state_dir / 'dedupe.sqlite3'}"
+    return f"sqlite:///{state_dir(settings) / 'dedupe.sqlite3'}"
 
 
 def open_dedupe_store(settings: BaseSettings) -> DedupeStore:

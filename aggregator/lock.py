@@ -22,21 +22,18 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from aggregator.atomicfile import write_atomically
+from aggregator.dedupe import state_dir
 from aggregator.errors import ConfigError
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
-__all__ = ["LOCK_FILE", "OWNER_FILE", "LockHeld", "RunLock", "state_dir"]
+__all__ = ["LOCK_FILE", "OWNER_FILE", "LockHeld", "RunLock"]
 
 logger = logging.getLogger(__name__)
 
 LOCK_FILE = "run.lock"
 OWNER_FILE = "run.lock.json"
-
-
-def state_dir(settings: BaseSettings) -> Path:
-    return Path(settings.get("STATE_DIR") or ".state")
 
 
 class LockHeld(RuntimeError):

@@ -43,7 +43,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from aggregator import stats as stat_keys
-from aggregator.dedupe import dedupe_store_for
+from aggregator.dedupe import dedupe_store_for, state_dir
 from aggregator.errors import ConfigError
 from aggregator.keys import is_safe_key
 from aggregator.logredact import redact_secrets
@@ -275,7 +275,7 @@ class S3PostStorage:
             conflict_retries=settings.getint("S3_CONFLICT_RETRIES", 5),
             conflict_backoff=settings.getfloat("S3_CONFLICT_BACKOFF", 0.2),
             timeout=settings.getfloat("S3_TIMEOUT", 30.0),
-            state_dir=settings.get("STATE_DIR") or ".state",
+            state_dir=state_dir(settings),
             writer_id=_writer_id(crawler),
             stats=crawler.stats,
             log_level=settings.get("LOG_LEVEL") or logging.DEBUG,

@@ -30,8 +30,9 @@ from scrapy.exceptions import UsageError
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from aggregator.dedupe import state_dir
 from aggregator.errors import ConfigError
-from aggregator.lock import LockHeld, RunLock, state_dir
+from aggregator.lock import LockHeld, RunLock
 from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_settings
 from aggregator.sources import Source, load_sources, parse_names, select_sources, sources_file
 from aggregator.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from scrapy.commands import ScrapyCommand
 
-from aggregator.dedupe import SqliteDedupeStore
+from aggregator.dedupe import SqliteDedupeStore, state_dir
 from aggregator.replay import ReplayServer
 from aggregator.runstatus import exit_status
 
@@ -35,8 +35,7 @@ class Command(ScrapyCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None and self.crawler_process is not None
-        state_dir = Path(self.settings.get("STATE_DIR") or ".state")
-        db = state_dir / "demo.sqlite3"
+        db = state_dir(self.settings) / "demo.sqlite3"
         for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
             stale.unlink(missing_ok=True)
         SqliteDedupeStore(db).close()
