@@ -19,6 +19,7 @@ __all__ = [
     "EXIT_OK",
     "check_arguments",
     "check_settings",
+    "check_spider_settings",
     "exit_status",
 ]
 
@@ -43,16 +44,21 @@ def exit_status(crawlers: Iterable[Crawler], bootstrap_failed: bool = False) -> 
     return EXIT_OK
 
 
-def check_settings(
-    settings: BaseSettings, spidercls: type | None = None, arguments: dict[str, Any] | None = None
-) -> None:
+def check_settings(settings: BaseSettings, spidercls: type, arguments: dict[str, Any]) -> None:
     """Settings mistakes are configuration errors found before anything starts (raises
     aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, and whatever the
     spider checks in its `check_settings` (e.g. the feed spider's RSSHUB_BASE)."""
     check_output_settings(settings)
+    check_spider_settings(settings, spidercls, arguments)
+
+
+def check_spider_settings(
+    settings: BaseSettings, spidercls: type, arguments: dict[str, Any]
+) -> None:
+    """The settings one spider needs for these arguments (its optional `check_settings`)."""
     check = getattr(spidercls, "check_settings", None)
     if check is not None:
-        check(settings, arguments or {})
+        check(settings, arguments)
 
 
 def check_arguments(spidercls: type, arguments: dict[str, Any]) -> None:

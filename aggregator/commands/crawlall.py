@@ -33,8 +33,9 @@ from twisted.python.failure import Failure
 from aggregator.dedupe import state_dir
 from aggregator.errors import ConfigError
 from aggregator.lock import LockHeld, RunLock
-from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_settings
+from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_spider_settings
 from aggregator.sources import Source, load_sources, parse_names, select_sources, sources_file
+from aggregator.storage import check_output_settings
 from aggregator.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
 
 if TYPE_CHECKING:
@@ -106,11 +107,11 @@ class Command(ScrapyCommand):
 
     def _check_settings(self, selected: list[Source]) -> None:
         assert self.settings is not None and self.crawler_process is not None
-        check_settings(self.settings)
+        check_output_settings(self.settings)
         for source in selected:
             spidercls = self.crawler_process.spider_loader.load(source.spider)
             try:
-                check_settings(self.settings, spidercls, source.spider_arguments())
+                check_spider_settings(self.settings, spidercls, source.spider_arguments())
             except ConfigError as exc:
                 raise ConfigError(f"source {source.name!r}: {exc}") from exc
 
