@@ -11,8 +11,8 @@ import os
 
 BOT_NAME = "aggregator"
 
-SPIDER_MODULES = ["spiders"]
-NEWSPIDER_MODULE = "spiders"
+SPIDER_MODULES = ["aggregator.spiders"]
+NEWSPIDER_MODULE = "aggregator.spiders"
 COMMANDS_MODULE = "aggregator.commands"
 
 # --- politeness and robustness -------------------------------------------------------------
@@ -38,10 +38,10 @@ FEED_EXPORT_ENCODING = "utf-8"
 
 # --- the pipeline --------------------------------------------------------------------------
 ITEM_PIPELINES = {
-    "pipelines.validate.ValidatePipeline": 100,
-    "pipelines.normalize.NormalizeHtmlPipeline": 200,
-    "pipelines.dedupe.DedupePipeline": 300,
-    "pipelines.write.WritePipeline": 400,
+    "aggregator.pipelines.validate.ValidatePipeline": 100,
+    "aggregator.pipelines.normalize.NormalizeHtmlPipeline": 200,
+    "aggregator.pipelines.dedupe.DedupePipeline": 300,
+    "aggregator.pipelines.write.WritePipeline": 400,
 }
 
 # --- 趣头条 ---------------------------------------------------------------------------------
@@ -58,7 +58,7 @@ STATE_DIR = os.environ.get("AGGREGATOR_STATE_DIR", ".state")
 # None means sqlite:///<STATE_DIR>/dedupe.sqlite3
 DEDUPE_URI: str | None = None
 DEDUPE_STORES = {
-    "sqlite": "aggregator.dedupe.SqliteDedupeStore",
+    "sqlite": "aggregator.state.sqlite.SqliteDedupeStore",
 }
 # Query parameters that never identify an article (dropped when a URL is the article key).
 TRACKING_QUERY_PARAMS = [
@@ -85,12 +85,12 @@ TRACKING_QUERY_PARAMS = [
 # A directory (plain path or file://) or s3://bucket/prefix.
 OUTPUT_URI = "output"
 POST_STORAGES = {
-    "": "aggregator.storage.FilePostStorage",
-    "file": "aggregator.storage.FilePostStorage",
-    "s3": "aggregator.s3storage.S3PostStorage",
+    "": "aggregator.storage.files.FilePostStorage",
+    "file": "aggregator.storage.files.FilePostStorage",
+    "s3": "aggregator.storage.s3.storage.S3PostStorage",
 }
 
-LOG_FORMATTER = "aggregator.logformatter.ArticleLogFormatter"
+LOG_FORMATTER = "aggregator.ops.logformatter.ArticleLogFormatter"
 # Write posts with fsync before the rename (durable across power loss).
 OUTPUT_FSYNC = True
 
@@ -98,8 +98,8 @@ OUTPUT_FSYNC = True
 # When set, the crawl's final stats are written there as JSON.
 STATS_FILE: str | None = None
 EXTENSIONS = {
-    "aggregator.statsfile.StatsFile": 900,
-    "aggregator.logredact.RedactAwsSecrets": 0,
+    "aggregator.ops.statsfile.StatsFile": 900,
+    "aggregator.ops.logredact.RedactAwsSecrets": 0,
 }
 
 # --- feeds (RSS / Atom / RSSHub) ------------------------------------------------------------

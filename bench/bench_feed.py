@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from aggregator.replay import ReplayServer  # noqa: E402
+from aggregator.devtools.replay import ReplayServer  # noqa: E402
 
 HANZI = [chr(code) for code in range(0x4E00, 0x4E00 + 2_000)]
 SETTINGS = {

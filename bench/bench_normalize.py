@@ -1,4 +1,4 @@
-"""Throughput of aggregator.html.normalise_html on ~10 KB articles, one core.
+"""Throughput of aggregator.render.html.normalise_html on ~10 KB articles, one core.
 
 The target is 1,000 articles/s: a full crawl re-normalises every article, and the normaliser
 must stay a small share of that next to network time. Input is seeded so runs compare.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.html import ImageProxy, normalise_html
+from aggregator.render.html import ImageProxy, normalise_html
 
 TARGET_PER_SECOND = 1_000
 ARTICLE_BYTES = 10_000

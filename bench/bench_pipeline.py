@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aggregator.replay import ReplayServer
+from aggregator.devtools.replay import ReplayServer
 from bench.bench_normalize import TARGET_PER_SECOND, measure
 from bench.crawlrun import crawl_site
 from bench.sitegen import GeneratedSite, generate_site

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import boto3  # noqa: E402
 
-from aggregator.replay import ReplayServer  # noqa: E402
+from aggregator.devtools.replay import ReplayServer  # noqa: E402
 from bench.crawlrun import crawl_site  # noqa: E402
 from bench.sitegen import GeneratedSite, generate_site  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""A generated 趣头条-style site for benchmarks, in the replay format `aggregator.replay`
+"""A generated 趣头条-style site for benchmarks, in the replay format `aggregator.devtools.replay`
 serves: listing pages `outList-cid-{cid}-page-{page}.json` and, per article, a JSON detail
 (`detail_json/{id}.json`) and an article page (`detail/{id}.html`), all with `__BASE__` where
 the server's address goes.

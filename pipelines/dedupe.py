@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
-from aggregator.dedupe import dedupe_store_for
 from aggregator.items import Article
+from aggregator.state.sqlite import dedupe_store_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

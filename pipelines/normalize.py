@@ -1,5 +1,5 @@
 """Turn untrusted article HTML into what the blog may show: lazy images made real, every image
-routed through the image proxy, everything executable removed (see aggregator.html)."""
+routed through the image proxy, everything executable removed (see aggregator.render.html)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from urllib.parse import urljoin
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
-from aggregator.html import ImageProxy, normalise_html
 from aggregator.items import Article
+from aggregator.render.html import ImageProxy, normalise_html
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

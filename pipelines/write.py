@@ -11,10 +11,10 @@ from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 
 from aggregator import stats as keys
-from aggregator.dedupe import dedupe_store_for
 from aggregator.errors import ConfigError
 from aggregator.items import Article
-from aggregator.post import PostFields, render_post
+from aggregator.render.post import PostFields, render_post
+from aggregator.state.sqlite import dedupe_store_for
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
 
 if TYPE_CHECKING:

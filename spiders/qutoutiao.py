@@ -21,12 +21,12 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from aggregator import stats as keys
-from aggregator.dedupe import DedupeStore, dedupe_store_for
-from aggregator.html import inner_html
 from aggregator.items import Article
 from aggregator.keys import article_key
-from aggregator.pending import PendingArticles, describe_failure
+from aggregator.render.html import inner_html
 from aggregator.spiderargs import parse_categories, parse_list, parse_positive_int, require_known
+from aggregator.state.pending import PendingArticles, describe_failure
+from aggregator.state.sqlite import DedupeStore, dedupe_store_for
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.replay import ReplayServer
+from aggregator.devtools.replay import ReplayServer
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

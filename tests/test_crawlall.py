@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
-from aggregator.lock import OWNER_FILE, LockHeld, RunLock
-from aggregator.post import parse_front_matter
-from aggregator.replay import Reply
+from aggregator.ops.lock import OWNER_FILE, LockHeld, RunLock
+from aggregator.render.post import parse_front_matter
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(__file__).resolve().parent / "fixtures" / "site"
@@ -194,7 +194,7 @@ author = "坏"
 # Where the unstartable spider lives; every command reading a file that names it needs these.
 EXTRA_SPIDERS = {
     "env": {"PYTHONPATH": str(Path(__file__).resolve().parent / "fixtures" / "extra_spiders")},
-    "SPIDER_MODULES": "spiders,broken_spiders",
+    "SPIDER_MODULES": "aggregator.spiders,broken_spiders",
 }
 
 

@@ -6,7 +6,7 @@ import pytest
 from scrapy.exceptions import NotConfigured
 from scrapy.settings import Settings
 
-from aggregator.dedupe import SqliteDedupeStore, dedupe_uri, open_dedupe_store
+from aggregator.state.sqlite import SqliteDedupeStore, dedupe_uri, open_dedupe_store
 
 
 def test_published_survives_reopen(tmp_path):
@@ -53,7 +53,7 @@ def test_store_is_chosen_by_scheme(tmp_path):
     settings = Settings(
         {
             "DEDUPE_URI": f"sqlite:///{tmp_path}/x.sqlite3",
-            "DEDUPE_STORES": {"sqlite": "aggregator.dedupe.SqliteDedupeStore"},
+            "DEDUPE_STORES": {"sqlite": "aggregator.state.sqlite.SqliteDedupeStore"},
         }
     )
     store = open_dedupe_store(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aggregator.post import parse_front_matter
+from aggregator.render.post import parse_front_matter
 
 EXPECTED = Path(__file__).resolve().parent / "fixtures" / "qutoutiao" / "expected" / "58837411.md"
 

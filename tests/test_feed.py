@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from aggregator.pipelines.normalize import NormalizeHtmlPipeline
+from aggregator.spiders.feed import FeedSpider, entry_key, rsshub_url
 from scrapy.utils.test import get_crawler
 
 from aggregator.errors import ConfigError
-from aggregator.html import ImageProxy
 from aggregator.items import Article
 from aggregator.keys import article_key
-from aggregator.post import parse_front_matter
-from pipelines.normalize import NormalizeHtmlPipeline
-from spiders.feed import FeedSpider, entry_key, rsshub_url
+from aggregator.render.html import ImageProxy
+from aggregator.render.post import parse_front_matter
 
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 EXPECTED = FEEDS / "expected"

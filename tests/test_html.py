@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.html import (
+from aggregator.render.html import (
     DEFAULT_IMAGE_PROXY,
     LAZY_ATTRIBUTES,
     ImageProxy,

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from aggregator import post as post_module
-from aggregator.post import (
+from aggregator.render import post as post_module
+from aggregator.render.post import (
     PostFields,
     parse_front_matter,
     render_front_matter,

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
+from aggregator.pipelines.write import WritePipeline
 from scrapy.utils.test import get_crawler
 
+from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
-from aggregator.post import parse_front_matter
-from aggregator.replay import Reply
-from pipelines.write import WritePipeline
+from aggregator.render.post import parse_front_matter
 
 REFERENCE = Path(__file__).resolve().parent / "fixtures" / "qutoutiao"
 EXPECTED = (REFERENCE / "expected" / "58837411.md").read_bytes()

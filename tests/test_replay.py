@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from aggregator.replay import Reply
+from aggregator.devtools.replay import Reply
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:

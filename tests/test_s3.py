@@ -16,17 +16,17 @@ import pytest
 from s3fixtures import CREDENTIALS, Fault, MotoServer, S3Bucket, free_port
 from scrapy.exceptions import NotConfigured
 
-from aggregator.dedupe import SqliteDedupeStore
+from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
-from aggregator.replay import Reply
-from aggregator.s3storage import (
+from aggregator.state.sqlite import SqliteDedupeStore
+from aggregator.storage import PostRecord
+from aggregator.storage.s3.storage import (
     ManifestJournal,
     S3PostStorage,
     S3UploadError,
     parse_s3_uri,
     quiet_sdk_debug_logs,
 )
-from aggregator.storage import PostRecord
 
 SITE = Path(__file__).resolve().parent / "fixtures" / "site"
 CID10 = [f"qutoutiao-{i}" for i in range(1001, 1007)]

@@ -10,7 +10,7 @@ from scrapy.settings import Settings
 from scrapy.spiderloader import get_spider_loader
 
 from aggregator.errors import ConfigError
-from aggregator.sources import (
+from aggregator.ops.sources import (
     DEFAULT_SOURCES_FILE,
     Source,
     load_sources,
@@ -20,7 +20,7 @@ from aggregator.sources import (
     sources_file,
 )
 
-SPIDERS = get_spider_loader(Settings({"SPIDER_MODULES": ["spiders"]}))
+SPIDERS = get_spider_loader(Settings({"SPIDER_MODULES": ["aggregator.spiders"]}))
 
 GOOD = """
 [sources.tech]

@@ -3,7 +3,7 @@ alongside another crawl or crawlall on the same state directory.
 
 Scrapy's own `crawl` exits 0 after callback and pipeline errors by design; cron needs to know.
 Exit statuses: 0 all good, 1 something failed (the rest ran), 2 bad arguments or settings,
-75 another run holds the state directory's lock (aggregator.lock).
+75 another run holds the state directory's lock (aggregator.ops.lock).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from scrapy.commands.crawl import Command as ScrapyCrawlCommand
 from scrapy.exceptions import UsageError
 
 from aggregator.errors import ConfigError
-from aggregator.lock import LockHeld, RunLock
-from aggregator.runstatus import (
+from aggregator.ops.lock import LockHeld, RunLock
+from aggregator.ops.runstatus import (
     EXIT_CONFIG,
     EXIT_LOCKED,
     check_arguments,

@@ -9,7 +9,7 @@ each source's time is its own.
 
 Exit statuses: 0 every source succeeded; 1 a listing or an article failed, or a source could not
 run (the other sources still ran); 2 the sources file or the options are wrong (nothing crawled);
-75 another run holds the state directory's lock (see aggregator.lock).
+75 another run holds the state directory's lock (see aggregator.ops.lock).
 """
 
 from __future__ import annotations
@@ -30,13 +30,13 @@ from scrapy.exceptions import UsageError
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from aggregator.dedupe import state_dir
 from aggregator.errors import ConfigError
-from aggregator.lock import LockHeld, RunLock
-from aggregator.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_spider_settings
-from aggregator.sources import Source, load_sources, parse_names, select_sources, sources_file
+from aggregator.ops.lock import LockHeld, RunLock
+from aggregator.ops.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_spider_settings
+from aggregator.ops.sources import Source, load_sources, parse_names, select_sources, sources_file
+from aggregator.ops.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
+from aggregator.state.sqlite import state_dir
 from aggregator.storage import check_output_settings
-from aggregator.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler, CrawlerProcessBase

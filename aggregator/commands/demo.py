@@ -14,9 +14,9 @@ from pathlib import Path
 
 from scrapy.commands import ScrapyCommand
 
-from aggregator.dedupe import SqliteDedupeStore, state_dir
-from aggregator.replay import ReplayServer
-from aggregator.runstatus import exit_status
+from aggregator.devtools.replay import ReplayServer
+from aggregator.ops.runstatus import exit_status
+from aggregator.state.sqlite import SqliteDedupeStore, state_dir
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from jsonschema import Draft202012Validator, ValidationError
 
 from aggregator.errors import ConfigError
-from aggregator.runstatus import check_arguments
+from aggregator.ops.runstatus import check_arguments
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -37,7 +37,7 @@ __all__ = [
     "sources_file",
 ]
 
-DEFAULT_SOURCES_FILE = Path(__file__).resolve().parent / "data" / "sources.toml"
+DEFAULT_SOURCES_FILE = Path(__file__).resolve().parent.parent / "data" / "sources.toml"
 SOURCES_ENV = "AGGREGATOR_SOURCES"
 
 # Names are used in `--only a,b`, in the summary and in last-run.json: no commas or spaces.

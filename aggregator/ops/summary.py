@@ -20,7 +20,7 @@ from typing import Any
 
 from aggregator import stats as keys
 from aggregator.atomicfile import write_atomically
-from aggregator.runstatus import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
+from aggregator.ops.runstatus import EXIT_CONFIG, EXIT_FAILED, EXIT_OK
 
 __all__ = [
     "ERROR",

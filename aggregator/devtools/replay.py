@@ -5,7 +5,7 @@ pages, feeds), replacing `__BASE__` in text bodies with its own address. The dem
 the tests both use it, so the demo shows exactly what the tests pin. Tests can make any path
 fail for a while, replace a response, and read the request log.
 
-Run it by hand: `python -m aggregator.replay DIR [DIR ...] [--port N]`.
+Run it by hand: `python -m aggregator.devtools.replay DIR [DIR ...] [--port N]`.
 """
 
 from __future__ import annotations

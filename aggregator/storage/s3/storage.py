@@ -43,10 +43,10 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from aggregator import stats as stat_keys
-from aggregator.dedupe import dedupe_store_for, state_dir
 from aggregator.errors import ConfigError
 from aggregator.keys import is_safe_key
-from aggregator.logredact import redact_secrets
+from aggregator.ops.logredact import redact_secrets
+from aggregator.state.sqlite import dedupe_store_for, state_dir
 from aggregator.storage import PostRecord, StoreResult
 
 if TYPE_CHECKING:

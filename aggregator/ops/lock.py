@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 from filelock import FileLock, Timeout
 
 from aggregator.atomicfile import write_atomically
-from aggregator.dedupe import state_dir
 from aggregator.errors import ConfigError
+from aggregator.state.sqlite import state_dir
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

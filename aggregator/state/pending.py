@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
 
-    from aggregator.dedupe import DedupeStore
+    from aggregator.state.sqlite import DedupeStore
 
 __all__ = ["PendingArticles", "describe_failure"]
 
