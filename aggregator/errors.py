@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError"]
+__all__ = ["ConfigError", "StateUnavailable"]
 
 
 class ConfigError(ValueError):
