@@ -28,13 +28,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from functools import lru_cache
+from typing import Any
 
 import yaml
+from frontmatter.default_handlers import YAMLHandler
 
 __all__ = [
     "PostFields",
     "parse_front_matter",
+    "read_post",
     "render_front_matter",
     "render_post",
     "rfc1123",
@@ -51,9 +55,6 @@ _NOT_IN_A_LINE = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 # Plain scalars PyYAML leaves plain but the YAML 1.1 spec's bool type lists: quote them too.
 _YAML11_SHORT_BOOLS = frozenset({"y", "Y", "n", "N"})
-
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 _BODY_OPEN = "<div>   \n"
 _BODY_CLOSE = "  \n</div>\n" + " " * 12
@@ -100,11 +101,7 @@ def rfc1123(dt: datetime) -> str:
     """``'Wed, 02 Feb 2022 08:08:41 GMT'``: *dt* converted to UTC, English names whatever
     the locale. *dt* must be aware."""
     _require_aware(dt)
-    u = dt.astimezone(UTC)
-    return (
-        f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year:04d} "
-        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d} GMT"
-    )
+    return format_datetime(dt.astimezone(UTC), usegmt=True)
 
 
 @lru_cache(maxsize=4096)
@@ -187,19 +184,27 @@ def render_post(fields: PostFields) -> bytes:
     return text.encode("utf-8")
 
 
-def parse_front_matter(text: str) -> dict:
-    """``yaml.safe_load`` of the lines between the first two ``---`` lines of *text*.
-
-    Lines are split on ``\\n`` only (a trailing ``\\r`` is ignored on the delimiter lines).
-    Raises ValueError when there are not two delimiters or the block is not a mapping."""
-    lines = text.split("\n")
-    marks = [i for i, line in enumerate(lines) if line.rstrip("\r") == "---"]
-    if len(marks) < 2:
+def read_post(text: str) -> tuple[dict[str, Any], str]:
+    """A post read back the way downstream tools read it (python-frontmatter, YAML safe-loaded):
+    its front matter and its body. The tests and any consumer code share this reader. Raises
+    ValueError when there is no front matter or it is not a mapping (python-frontmatter itself
+    would quietly treat either as a post without metadata)."""
+    handler = YAMLHandler()
+    stripped = text.strip()
+    if not handler.detect(stripped):
         raise ValueError("no front matter: fewer than two '---' lines")
-    start, end = marks[0], marks[1]
-    data = yaml.safe_load("\n".join(lines[start + 1 : end]))
+    try:
+        front, body = handler.split(stripped)
+    except ValueError as exc:
+        raise ValueError("no front matter: fewer than two '---' lines") from exc
+    data = handler.load(front)
     if data is None:
-        return {}
+        return {}, body
     if not isinstance(data, dict):
         raise ValueError(f"front matter is not a mapping: {type(data).__name__}")
-    return data
+    return data, body
+
+
+def parse_front_matter(text: str) -> dict[str, Any]:
+    """The front matter of a post (see read_post)."""
+    return read_post(text)[0]
