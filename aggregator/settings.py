@@ -40,8 +40,12 @@ FEED_EXPORT_ENCODING = "utf-8"
 ITEM_PIPELINES = {
     "aggregator.pipelines.validate.ValidatePipeline": 100,
     "aggregator.pipelines.normalize.NormalizeHtmlPipeline": 200,
-    "aggregator.pipelines.dedupe.DedupePipeline": 300,
     "aggregator.pipelines.write.WritePipeline": 400,
+}
+# "Already published?" is decided here, once, for every request and item that names an article
+# (after Scrapy's offsite and depth filters, 500 and 900, have had their say).
+SPIDER_MIDDLEWARES = {
+    "aggregator.state.claims.ClaimMiddleware": 100,
 }
 
 # --- 趣头条 ---------------------------------------------------------------------------------
@@ -53,13 +57,18 @@ IMAGE_PROXY = "https://cors.zfour.workers.dev/?"
 # When non-empty, only images on these hosts are proxied.
 IMAGE_PROXY_HOSTS: list[str] = []
 
-# --- state: dedupe store, pending articles, locks ------------------------------------------
+# --- state: published and pending articles, records, locks --------------------------------
 STATE_DIR = os.environ.get("AGGREGATOR_STATE_DIR", ".state")
-# None means sqlite:///<STATE_DIR>/dedupe.sqlite3
+# The crawl-state store. None means sqlite:///<STATE_DIR>/dedupe.sqlite3
 DEDUPE_URI: str | None = None
-DEDUPE_STORES = {
-    "sqlite": "aggregator.state.sqlite.SqliteDedupeStore",
+# scheme -> store class; add yours to DEDUPE_STORES (DEDUPE_STORES_BASE stays as it is)
+DEDUPE_STORES: dict[str, str] = {}
+DEDUPE_STORES_BASE = {
+    "sqlite": "aggregator.state.sqlite.SqliteCrawlState",
 }
+# Seconds a crawl's claim on an article holds without being published or released: after a
+# killed crawl, its articles are free for the next one after this long.
+STATE_CLAIM_LEASE = 900.0
 # Query parameters that never identify an article (dropped when a URL is the article key).
 TRACKING_QUERY_PARAMS = [
     "utm_source",
@@ -98,8 +107,10 @@ OUTPUT_FSYNC = True
 # When set, the crawl's final stats are written there as JSON.
 STATS_FILE: str | None = None
 EXTENSIONS = {
-    "aggregator.ops.statsfile.StatsFile": 900,
     "aggregator.ops.logredact.RedactAwsSecrets": 0,
+    "aggregator.state.component.CrawlStateExtension": 100,
+    "aggregator.state.pending.PendingRecorder": 110,
+    "aggregator.ops.statsfile.StatsFile": 900,
 }
 
 # --- feeds (RSS / Atom / RSSHub) ------------------------------------------------------------

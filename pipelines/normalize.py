@@ -4,13 +4,13 @@ routed through the image proxy, everything executable removed (see aggregator.re
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
+from itemadapter import ItemAdapter
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
-from aggregator.items import Article
 from aggregator.render.html import ImageProxy, normalise_html
 
 if TYPE_CHECKING:
@@ -34,25 +34,27 @@ class NormalizeHtmlPipeline:
         )
         return cls(crawler.stats, proxy)
 
-    def process_item(self, item: Article) -> Article:
-        result = normalise_html(item.body, item.base_url or item.url, self.proxy)
+    def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        url = adapter["url"]
+        result = normalise_html(adapter["body"], adapter.get("base_url") or url, self.proxy)
         if not result.html.strip():
             self.stats.inc_value(keys.dropped("empty_after_sanitising"))
             raise DropItem("nothing left after sanitising", log_level="WARNING")
-        item.body = result.html
-        item.images = result.images
-        item.headimg = self._headimg(item)
+        adapter["body"] = result.html
+        adapter["images"] = result.images
+        adapter["headimg"] = self._headimg(result.images, adapter.get("cover") or [], url)
         return item
 
-    def _headimg(self, item: Article) -> str | None:
+    def _headimg(self, images: list[str], covers: list[Any], url: str) -> str | None:
         """The first real image of the article, else the listing's first usable cover.
         `data:` images are skipped: they are lazy-loading placeholders, not pictures."""
-        for image in item.images:
+        for image in images:
             if not image.startswith("data:"):
                 return image
-        for cover in item.cover:
+        for cover in covers:
             if isinstance(cover, str) and cover.strip().lower().startswith(
                 ("http://", "https://", "//")
             ):
-                return self.proxy.apply(urljoin(item.url, cover.strip()))
+                return self.proxy.apply(urljoin(url, cover.strip()))
         return None

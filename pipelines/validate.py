@@ -6,12 +6,12 @@ from __future__ import annotations
 import html
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from itemadapter import ItemAdapter
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
-from aggregator.items import Article
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -38,25 +38,32 @@ class ValidatePipeline:
     def open_spider(self) -> None:
         self.crawl_time = datetime.now(UTC).replace(microsecond=0)
 
-    def _drop(self, item: Article, reason: str) -> DropItem:
+    def _drop(self, reason: str) -> DropItem:
         self.stats.inc_value(keys.dropped(reason))
         return DropItem(reason.replace("_", " "), log_level="WARNING")
 
-    def process_item(self, item: Article) -> Article:
-        item.title = clean_title(item.title)
-        if not item.title:
-            raise self._drop(item, "no_title")
-        if not (item.body or "").strip():
-            raise self._drop(item, "no_body")
-        if item.published is None:
+    def process_item(self, item: Any) -> Any:
+        adapter = ItemAdapter(item)
+        raw_title = adapter.get("title")
+        title = clean_title(raw_title if isinstance(raw_title, str) else None)
+        adapter["title"] = title
+        if not title:
+            raise self._drop("no_title")
+        body = adapter.get("body")
+        if not isinstance(body, str) or not body.strip():
+            raise self._drop("no_body")
+        published = adapter.get("published")
+        if not isinstance(published, datetime):
             logger.info(
-                "No valid publish time for %s <%s>: using the crawl time", item.key, item.url
+                "No valid publish time for %s <%s>: using the crawl time",
+                adapter.get("key"),
+                adapter.get("url"),
             )
             self.stats.inc_value(keys.ARTICLES_TIME_MISSING)
-            item.published = self.crawl_time
-        elif item.published.tzinfo is None:
-            item.published = item.published.replace(tzinfo=UTC)
+            adapter["published"] = self.crawl_time
+        elif published.tzinfo is None:
+            adapter["published"] = published.replace(tzinfo=UTC)
         else:
-            item.published = item.published.astimezone(UTC)
-        item.author = item.author or item.source
+            adapter["published"] = published.astimezone(UTC)
+        adapter["author"] = adapter.get("author") or adapter.get("source", "")
         return item

@@ -1,37 +1,41 @@
 """Render each article as a post and hand it to the storage OUTPUT_URI names. Only when the
-storage reports the post durably written is the article marked published; a failed write is
-counted, logged with its key and left for the next run."""
+storage reports the post durably written is the article marked published in the crawl state; a
+failed write raises PostNotWritten, which the pending recorder (aggregator.state.pending) logs
+with the key, counts and keeps for the next run."""
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
 
+from itemadapter import ItemAdapter
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 
 from aggregator import stats as keys
-from aggregator.errors import ConfigError
-from aggregator.items import Article
+from aggregator.errors import ConfigError, StateUnavailable
 from aggregator.render.post import PostFields, render_post
-from aggregator.state.sqlite import dedupe_store_for
+from aggregator.state.component import crawl_state
+from aggregator.state.pending import PostNotWritten
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+    from aggregator.state.base import CrawlState
+
 logger = logging.getLogger(__name__)
 
 
-def post_fields(item: Article) -> PostFields:
-    assert item.published is not None, "ValidatePipeline fills published"
+def post_fields(item: ItemAdapter) -> PostFields:
+    assert item.get("published") is not None, "ValidatePipeline fills published"
     return PostFields(
-        title=item.title,
-        categories=(item.group, item.source, item.channel),
-        author=item.author or item.source,
-        date=item.published,
-        body_html=item.body,
-        headimg=item.headimg,
+        title=item["title"],
+        categories=(item.get("group", ""), item.get("source", ""), item.get("channel", "")),
+        author=item.get("author") or item.get("source", ""),
+        date=item["published"],
+        body_html=item["body"],
+        headimg=item.get("headimg"),
     )
 
 
@@ -40,6 +44,7 @@ class WritePipeline:
         self.crawler = crawler
         self.stats = crawler.stats
         self.storage = storage
+        self.state: CrawlState | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> WritePipeline:
@@ -53,8 +58,14 @@ class WritePipeline:
         return cls(crawler, storage)
 
     async def open_spider(self) -> None:
-        # An unusable destination stops the run before any request is sent: one clear line,
-        # and CloseSpider (a finish reason that makes `scrapy crawl` exit non-zero).
+        # An unusable state store or destination stops the run before any request is sent:
+        # one clear line, and CloseSpider (a finish reason that makes `scrapy crawl` exit
+        # non-zero).
+        try:
+            self.state = await crawl_state(self.crawler).open()
+        except StateUnavailable as exc:
+            logger.error("Cannot use the crawl state: %s", exc)
+            raise CloseSpider("state_unavailable") from exc
         try:
             opened = self.storage.open(self.crawler.spider)
             if opened is not None:
@@ -68,32 +79,26 @@ class WritePipeline:
         if closed is not None:
             await maybe_deferred_to_future(closed)
 
-    async def process_item(self, item: Article) -> Article:
+    async def process_item(self, item: Any) -> Any:
+        assert self.state is not None, "open_spider opens the state"
+        adapter = ItemAdapter(item)
+        key = adapter["key"]
         record = PostRecord(
-            key=item.key,
-            site=item.site,
-            title=item.title,
-            url=item.url,
-            published=item.published,
-            data=render_post(post_fields(item)),
+            key=key,
+            site=adapter["site"],
+            title=adapter["title"],
+            url=adapter["url"],
+            published=adapter["published"],
+            data=render_post(post_fields(adapter)),
         )
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))
         except Exception as exc:
-            self._failed(item, exc)
-            raise DropItem(f"write failed: {exc}", log_level="DEBUG") from exc
-        store = dedupe_store_for(self.crawler)
-        store.mark_published(item.key, result.location)
+            raise PostNotWritten(str(exc)) from exc
+        await self.state.published.mark_published([(key, result.location)])
         if not result.created:
             self.stats.inc_value(keys.ARTICLES_DUPLICATE)
             raise DropItem(f"already stored at {result.location}", log_level="INFO")
         self.stats.inc_value(keys.ARTICLES_NEW)
-        logger.debug("Wrote %s <%s> to %s", item.key, item.url, result.location)
+        logger.debug("Wrote %s <%s> to %s", key, adapter["url"], result.location)
         return item
-
-    def _failed(self, item: Article, exc: Exception) -> None:
-        logger.error("Could not write %s <%s>: %s", item.key, item.url, exc)
-        self.stats.inc_value(keys.ARTICLES_FAILED)
-        remember = getattr(self.crawler.spider, "remember_failed", None)
-        if remember is not None:
-            remember(item.key, f"write failed: {exc}")

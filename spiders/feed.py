@@ -35,12 +35,18 @@ from twisted.python.failure import Failure
 
 from aggregator import stats as keys
 from aggregator.errors import ConfigError
-from aggregator.items import Article
+from aggregator.items import Article, Channel
 from aggregator.keys import article_key
 from aggregator.render.html import inner_html
 from aggregator.spiderargs import parse_categories, require_known
-from aggregator.state.pending import PendingArticles, describe_failure
-from aggregator.state.sqlite import DedupeStore, dedupe_store_for
+from aggregator.state.component import crawl_state
+from aggregator.state.pending import (
+    ArticleFailed,
+    article_errback,
+    article_meta,
+    describe_failure,
+    pending_to_retry,
+)
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -171,7 +177,7 @@ def entry_key(guid: str | None, link: str | None, tracking_params: Iterable[str]
     return article_key(SITE, guid, link, tracking_params)
 
 
-class FeedSpider(PendingArticles, scrapy.Spider):
+class FeedSpider(scrapy.Spider):
     """`scrapy crawl feed -a url=<feed> | -a route=<RSSHub route>
     -a categories=group,source,channel -a author=<name> [-a fulltext=<CSS selector>]`"""
 
@@ -194,14 +200,11 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         )
         self.url: str | None = options["url"]
         self.route: str | None = options["route"]
-        self.group, self.source, self.channel = options["categories"]
-        self.author: str = options["author"]
+        group, source, channel = options["categories"]
+        self.channel = Channel(SITE, group, source, channel, options["author"])
         self.fulltext: str | None = options["fulltext"]
         self.feed_url: str = self.url or ""
-        self.scheduled: set[str] = set()
-        self.payloads: dict[str, dict[str, Any]] = {}
         self.validators: dict[str, str | None] | None = None
-        self.store: DedupeStore | None = None
         self.tracking_params: list[str] = []
 
     @classmethod
@@ -251,7 +254,6 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         spider = super().from_crawler(crawler, *args, **kwargs)
         if spider.route:
             spider.feed_url = rsshub_url(crawler.settings.get("RSSHUB_BASE"), spider.route)
-        spider.store = dedupe_store_for(crawler)
         spider.tracking_params = crawler.settings.getlist("TRACKING_QUERY_PARAMS")
         return spider
 
@@ -259,17 +261,15 @@ class FeedSpider(PendingArticles, scrapy.Spider):
     def _validator_names(self) -> tuple[str, str]:
         return f"feed:etag:{self.feed_url}", f"feed:last-modified:{self.feed_url}"
 
-    def closed(self, reason: str) -> None:
+    async def closed(self, reason: str) -> None:
         """Keep the validators of this run's 200 only when the run finished with no failure.
 
         Saved earlier, a run that died or failed part-way would make the next run get a 304
         for a feed whose entries were never all handled, and they would stay hidden as long
         as the feed does not change. Not saved, the next run downloads and parses the feed
         once more and skips the published entries: cheap."""
-        if self.validators is None or self.store is None:
+        if self.validators is None:
             return
-        # The store is still open: its own spider_closed handler was connected after this
-        # one (from_crawler opens it after Spider.from_crawler connected `close`).
         failures = keys.failures(self.crawler.stats.get_stats())
         if reason != "finished" or failures:
             logger.info(
@@ -281,34 +281,34 @@ class FeedSpider(PendingArticles, scrapy.Spider):
             )
             return
         etag_name, modified_name = self._validator_names()
-        self.store.set_value(etag_name, self.validators.get("etag"))
-        self.store.set_value(modified_name, self.validators.get("last_modified"))
+        # the state closes when the engine stops, after every spider_closed handler
+        records = (await crawl_state(self.crawler).open()).records
+        await records.set(etag_name, self.validators.get("etag"))
+        await records.set(modified_name, self.validators.get("last_modified"))
 
     # --- requests ----------------------------------------------------------------------------
     async def start(self) -> AsyncIterator[Any]:
-        assert self.store is not None
-        for item_or_request in self._pending_retries():
-            yield item_or_request
-        yield self.feed_request()
-
-    def _pending_retries(self) -> list[Any]:
-        retries: list[Any] = []
-        for key, payload in self.pending_to_retry():
-            self.scheduled.add(key)
-            self.payloads[key] = payload
-            self.retrying(key, payload["entry"].get("link"))
-            retries.append(self._entry_output(key, payload))
-        return [r for r in retries if r is not None]
+        for article in await pending_to_retry(self.crawler, self.site, self.owns_pending):
+            logger.info(
+                "Retrying pending article %s <%s>",
+                article.key,
+                article.payload["entry"].get("link"),
+            )
+            self.crawler.stats.inc_value(keys.ARTICLES_PENDING_RETRIED)
+            output = self._entry_output(article.key, article.payload)
+            if output is not None:
+                yield output
+        yield await self.feed_request()
 
     def owns_pending(self, payload: dict[str, Any]) -> bool:
         """Entries of this feed that failed last time (another feed's entries wait for it)."""
         return payload.get("feed") == self.feed_url
 
-    def feed_request(self) -> scrapy.Request:
-        assert self.store is not None
+    async def feed_request(self) -> scrapy.Request:
         etag_name, modified_name = self._validator_names()
         headers = {"Accept": FEED_ACCEPT}
-        etag, modified = self.store.get_value(etag_name), self.store.get_value(modified_name)
+        records = (await crawl_state(self.crawler).open()).records
+        etag, modified = await records.get(etag_name), await records.get(modified_name)
         if etag:
             headers["If-None-Match"] = etag
         if modified:
@@ -326,7 +326,7 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         """The article itself, or in full-text mode the request for its page."""
         entry = payload["entry"]
         if not self.fulltext:
-            return self._article(key, entry, entry.get("body") or "", entry.get("base"))
+            return self._article(key, payload, entry.get("body") or "", entry.get("base"))
         link = entry.get("link")
         if not link:
             logger.warning(
@@ -342,8 +342,8 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         return scrapy.Request(
             link,
             callback=self.parse_fulltext,
-            errback=self.article_request_failed,
-            cb_kwargs={"key": key},
+            errback=article_errback,
+            meta=article_meta(key, self.site, payload),
             dont_filter=True,
         )
 
@@ -427,15 +427,8 @@ class FeedSpider(PendingArticles, scrapy.Spider):
             payload = self._entry_payload(entry, document_url)
             if payload is not None:
                 keyed.append(payload)
-        assert self.store is not None
-        published = self.store.published_among(key for key, _ in keyed)
         output = []
         for key, payload in keyed:
-            if key in published or key in self.scheduled:
-                self.crawler.stats.inc_value(keys.ARTICLES_DUPLICATE)
-                continue
-            self.scheduled.add(key)
-            self.payloads[key] = payload
             result = self._entry_output(key, payload)
             if result is not None:
                 output.append(result)
@@ -488,20 +481,17 @@ class FeedSpider(PendingArticles, scrapy.Spider):
             self._feed_error(FEEDS_UNREACHABLE, url, describe_failure(failure))
 
     # --- articles ----------------------------------------------------------------------------
-    def _article(self, key: str, entry: dict[str, Any], body: str, base: str | None) -> Article:
+    def _article(self, key: str, retry: dict[str, Any], body: str, base: str | None) -> Article:
+        entry = retry["entry"]
         url = entry.get("link") or self.feed_url
         published = entry.get("published")
-        return Article(
+        return self.channel.article(
             key=key,
-            site=self.site,
+            retry=retry,
             id=entry.get("guid"),
             url=url,
             title=entry.get("title") or "",
             body=body,
-            source=self.source,
-            group=self.group,
-            channel=self.channel,
-            author=self.author,
             published=datetime.fromisoformat(published) if published else None,
             cover=list(entry.get("cover") or []),
             # NormalizeHtmlPipeline resolves the body's addresses; against this base when the
@@ -509,20 +499,23 @@ class FeedSpider(PendingArticles, scrapy.Spider):
             base_url=base if base and base != url else None,
         )
 
-    def parse_fulltext(self, response: Response, key: str) -> Article | None:
+    def parse_fulltext(self, response: Response) -> Article:
         assert self.fulltext is not None
         if not isinstance(response, TextResponse):
-            return self.article_failed(key, response.url, "the page is not text")
+            raise ArticleFailed("the page is not text")
         nodes = response.css(self.fulltext)
         if not nodes:
-            return self.article_failed(key, response.url, f"nothing matches {self.fulltext!r}")
+            raise ArticleFailed(f"nothing matches {self.fulltext!r}")
         node = nodes[0].root
         if not hasattr(node, "iterchildren"):
-            return self.article_failed(key, response.url, f"{self.fulltext!r} is not an element")
+            raise ArticleFailed(f"{self.fulltext!r} is not an element")
         body = inner_html(node)
         if not body.strip():
-            return self.article_failed(key, response.url, f"{self.fulltext!r} is empty")
-        return self._article(key, self.payloads[key]["entry"], body, get_base_url(response))
+            raise ArticleFailed(f"{self.fulltext!r} is empty")
+        meta = response.meta
+        return self._article(
+            meta["article_key"], meta["article_retry"], body, get_base_url(response)
+        )
 
 
 def _http_url(base: str, value: str) -> str | None:

@@ -2,8 +2,10 @@
 
 The listing API gives title, time, cover and where the article body lives: a JSON detail
 (`detail_url`, body in its `detail` field) or the article page (`url`, body in `div.content`).
-Articles already published are never fetched again; an article whose detail fails is kept as
-pending and fetched first thing by the next crawl for the same channel (categories and author),
+The spider only maps the API to requests and `Article`s: each detail request carries its
+`article_key`, so the claim middleware (aggregator.state.claims) drops what is already published
+before it is fetched, and an article whose detail fails raises `ArticleFailed`, which the pending
+recorder keeps for the next crawl of the same channel (categories and author) to fetch first,
 even when no listing shows it any more.
 """
 
@@ -21,12 +23,18 @@ from scrapy.http import Response
 from twisted.python.failure import Failure
 
 from aggregator import stats as keys
-from aggregator.items import Article
+from aggregator.items import Article, Channel
 from aggregator.keys import article_key
 from aggregator.render.html import inner_html
 from aggregator.spiderargs import parse_categories, parse_list, parse_positive_int, require_known
-from aggregator.state.pending import PendingArticles, describe_failure
-from aggregator.state.sqlite import DedupeStore, dedupe_store_for
+from aggregator.state.claims import NEXT_PAGE
+from aggregator.state.pending import (
+    ArticleFailed,
+    article_errback,
+    article_meta,
+    describe_failure,
+    pending_to_retry,
+)
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -50,7 +58,7 @@ def parse_show_time(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(seconds), UTC)
 
 
-class QutoutiaoSpider(PendingArticles, scrapy.Spider):
+class QutoutiaoSpider(scrapy.Spider):
     name = "qutoutiao"
     arguments = ("cid", "pages", "limit", "categories", "author")
     site = "qutoutiao"
@@ -73,11 +81,8 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
         self.cids: list[str] = options["cid"]
         self.pages: int = options["pages"]
         self.limit: int = options["limit"]
-        self.group, self.source, self.channel = options["categories"]
-        self.author: str = options["author"]
-        self.scheduled: set[str] = set()
-        self.payloads: dict[str, dict[str, Any]] = {}
-        self.store: DedupeStore | None = None
+        group, source, channel = options["categories"]
+        self.channel = Channel(self.site, group, source, channel, options["author"])
 
     @classmethod
     def parse_arguments(cls, **arguments: Any) -> dict[str, Any]:
@@ -95,7 +100,6 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> QutoutiaoSpider:
         spider = super().from_crawler(crawler, *args, **kwargs)
-        spider.store = dedupe_store_for(crawler)
         spider.api_base = crawler.settings.get("QUTOUTIAO_API_BASE").rstrip("/")
         spider.tracking_params = crawler.settings.getlist("TRACKING_QUERY_PARAMS")
         return spider
@@ -111,33 +115,22 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
             callback=self.parse_listing,
             errback=self.listing_failed,
             cb_kwargs={"cid": cid, "page": page},
+            meta={NEXT_PAGE: page > 1},
         )
 
     async def start(self) -> AsyncIterator[Any]:
-        for key, payload in self.pending_to_retry():
-            request = self.detail_request(key, payload)
-            if request is not None:
-                self.retrying(key, request.url)
-                yield request
+        for article in await pending_to_retry(self.crawler, self.site, self.channel.owns):
+            request = self.detail_request(article.key, article.payload)
+            logger.info("Retrying pending article %s <%s>", article.key, request.url)
+            self.crawler.stats.inc_value(keys.ARTICLES_PENDING_RETRIED)
+            yield request
         for cid in self.cids:
             yield self.listing_request(cid, 1)
 
-    def _channel(self) -> dict[str, Any]:
-        return {"categories": [self.group, self.source, self.channel], "author": self.author}
-
-    def owns_pending(self, payload: dict[str, Any]) -> bool:
-        """A pending article is retried by a crawl that posts to the channel it was listed for
-        (the same categories and author), so `crawlall` sources sharing this spider each retry
-        their own, and a retried post carries the channel it would have had. Payloads stored
-        before the channel was recorded belong to any crawl."""
-        if "categories" not in payload:
-            return True
-        return {k: payload.get(k) for k in ("categories", "author")} == self._channel()
-
-    def detail_request(self, key: str, payload: dict[str, Any]) -> scrapy.Request | None:
-        entry = payload["entry"]
-        self.scheduled.add(key)
-        self.payloads[key] = payload
+    def detail_request(self, key: str, retry: dict[str, Any]) -> scrapy.Request:
+        """The request for an article's body: its JSON detail if it has one, else its page.
+        `retry` ({cid, entry, categories, author}) is what makes it again next run."""
+        entry = retry["entry"]
         detail_url = (entry.get("detail_url") or "").strip()
         if detail_url:
             url, callback = detail_url, self.parse_detail_json
@@ -146,8 +139,8 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
         return scrapy.Request(
             url,
             callback=callback,
-            errback=self.article_request_failed,
-            cb_kwargs={"key": key},
+            errback=article_errback,
+            meta=article_meta(key, self.site, retry),
         )
 
     # --- listings ----------------------------------------------------------------------------
@@ -159,16 +152,12 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
         if not entries:
             logger.info("Listing cid=%s page=%s is empty: %s", cid, page, response.url)
             return
-        keyed = self._keyed_entries(entries, response.url)
-        published = self.store.published_among(key for key, _ in keyed)
-        for key, entry in keyed:
-            if key in published or key in self.scheduled:
-                self.crawler.stats.inc_value(keys.ARTICLES_DUPLICATE)
-                continue
-            yield self.detail_request(key, {"cid": cid, "entry": entry, **self._channel()})
-        if keyed and all(key in published for key, _ in keyed):
-            logger.info("Every article on cid=%s page=%s is published: stopping", cid, page)
-        elif has_more and page < self.pages:
+        for key, entry in self._keyed_entries(entries, response.url):
+            yield self.detail_request(
+                key, {"cid": cid, "entry": entry, **self.channel.retry_fields()}
+            )
+        if has_more and page < self.pages:
+            # followed only while this page shows something new (see aggregator.state.claims)
             yield self.listing_request(cid, page + 1)
 
     def _listing_entries(self, response: Response) -> tuple[list[Any] | None, bool]:
@@ -213,39 +202,36 @@ class QutoutiaoSpider(PendingArticles, scrapy.Spider):
         self._listing_error(failure.request.url, describe_failure(failure))
 
     # --- details -----------------------------------------------------------------------------
-    def parse_detail_json(self, response: Response, key: str) -> Any:
+    def parse_detail_json(self, response: Response) -> Article:
         try:
             document = json.loads(response.text)
         except (ValueError, AttributeError):
-            return self.article_failed(key, response.url, "detail is not JSON")
+            raise ArticleFailed("detail is not JSON") from None
         body = document.get("detail") if isinstance(document, dict) else None
         if not isinstance(body, str) or not body.strip():
-            return self.article_failed(key, response.url, "detail has no body")
-        return self._article(key, body)
+            raise ArticleFailed("detail has no body")
+        return self._article(response, body)
 
-    def parse_detail_html(self, response: Response, key: str) -> Any:
+    def parse_detail_html(self, response: Response) -> Article:
         content = response.css("div.content") if hasattr(response, "css") else []
         if not content:
-            return self.article_failed(key, response.url, "page has no div.content")
+            raise ArticleFailed("page has no div.content")
         body = inner_html(content[0].root)
         if not body.strip():
-            return self.article_failed(key, response.url, "div.content is empty")
-        return self._article(key, body)
+            raise ArticleFailed("div.content is empty")
+        return self._article(response, body)
 
-    def _article(self, key: str, body: str) -> Article:
-        entry = self.payloads[key]["entry"]
+    def _article(self, response: Response, body: str) -> Article:
+        retry = response.meta["article_retry"]
+        entry = retry["entry"]
         cover = entry.get("cover")
-        return Article(
-            key=key,
-            site=self.site,
+        return self.channel.article(
+            key=response.meta["article_key"],
             id=str(entry["id"]) if entry.get("id") is not None else None,
             url=(entry.get("url") or entry.get("detail_url") or "").strip(),
             title=entry.get("title") or "",
             body=body,
-            source=self.source,
-            group=self.group,
-            channel=self.channel,
-            author=self.author,
             published=parse_show_time(entry.get("show_time")),
             cover=[c for c in cover if isinstance(c, str)] if isinstance(cover, list) else [],
+            retry=retry,
         )

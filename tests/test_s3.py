@@ -3,6 +3,7 @@ runs them) and the storage's blocking half called directly where a fault must be
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
@@ -15,10 +16,11 @@ from urllib.parse import unquote
 import pytest
 from s3fixtures import CREDENTIALS, Fault, MotoServer, S3Bucket, free_port
 from scrapy.exceptions import NotConfigured
+from statereader import StateReader
 
 from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
-from aggregator.state.sqlite import SqliteDedupeStore
+from aggregator.state.sqlite import SqliteCrawlState
 from aggregator.storage import PostRecord
 from aggregator.storage.s3.storage import (
     ManifestJournal,
@@ -49,8 +51,8 @@ def manifest_article_keys(bucket: S3Bucket) -> list[str]:
     return sorted(line["article_key"] for lines in bucket.manifests().values() for line in lines)
 
 
-def store(state: Path) -> SqliteDedupeStore:
-    return SqliteDedupeStore(state / "dedupe.sqlite3")
+def store(state: Path) -> StateReader:
+    return StateReader(state / "dedupe.sqlite3")
 
 
 # --- crawls --------------------------------------------------------------------------------
@@ -410,9 +412,20 @@ def test_settings_reach_the_storage_and_size_the_connection_pool(s3_bucket, tmp_
     s3.connect()
     assert s3.client.meta.config.max_pool_connections == 4  # uploads + the manifest
     assert s3.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
-    # the writer id is kept with the dedupe store: the next run is the same writer
-    again = S3PostStorage.from_crawler(project_crawler(STATE_DIR=str(tmp_path)), "s3://b")
-    assert again.writer_id == s3.writer_id
+
+
+def test_the_writer_id_is_kept_in_the_crawl_state(tmp_path):
+    state = SqliteCrawlState(f"sqlite:///{tmp_path}/state.sqlite3")
+
+    async def records():
+        return state.records
+
+    first, again = (S3PostStorage("s3://b", records=records) for _ in range(2))
+    assert first.writer_id != again.writer_id  # fresh until the state is read at open
+    asyncio.run(first._load_writer_id())
+    asyncio.run(again._load_writer_id())
+    assert again.writer_id == first.writer_id  # the next run is the same writer
+    assert asyncio.run(state.records.get("s3/writer_id")) == first.writer_id
 
 
 def test_a_journal_left_behind_is_sent_once_and_never_while_its_run_lives(tmp_path):

@@ -59,7 +59,7 @@ class Command(ScrapyCrawlCommand):
             self.exitcode = EXIT_CONFIG
             return
         try:
-            crawler = self._create_crawler(spidercls)
+            crawler = self.crawler_process.create_crawler(spidercls)
             self.crawler_process.crawl(crawler, **opts.spargs)
             self.crawler_process.start()
             self.exitcode = exit_status([crawler], self.crawler_process.bootstrap_failed)

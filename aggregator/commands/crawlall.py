@@ -32,11 +32,15 @@ from twisted.python.failure import Failure
 
 from aggregator.errors import ConfigError
 from aggregator.ops.lock import LockHeld, RunLock
-from aggregator.ops.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_spider_settings
+from aggregator.ops.runstatus import (
+    EXIT_CONFIG,
+    EXIT_LOCKED,
+    check_run_settings,
+    check_spider_settings,
+)
 from aggregator.ops.sources import Source, load_sources, parse_names, select_sources, sources_file
 from aggregator.ops.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
-from aggregator.state.sqlite import state_dir
-from aggregator.storage import check_output_settings
+from aggregator.state import state_dir
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler, CrawlerProcessBase
@@ -107,7 +111,7 @@ class Command(ScrapyCommand):
 
     def _check_settings(self, selected: list[Source]) -> None:
         assert self.settings is not None and self.crawler_process is not None
-        check_output_settings(self.settings)
+        check_run_settings(self.settings)
         for source in selected:
             spidercls = self.crawler_process.spider_loader.load(source.spider)
             try:

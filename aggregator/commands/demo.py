@@ -16,7 +16,7 @@ from scrapy.commands import ScrapyCommand
 
 from aggregator.devtools.replay import ReplayServer
 from aggregator.ops.runstatus import exit_status
-from aggregator.state.sqlite import SqliteDedupeStore, state_dir
+from aggregator.state import state_dir
 
 DEMO_DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
 
@@ -38,7 +38,6 @@ class Command(ScrapyCommand):
         db = state_dir(self.settings) / "demo.sqlite3"
         for stale in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
             stale.unlink(missing_ok=True)
-        SqliteDedupeStore(db).close()
         with ReplayServer(DEMO_DATA) as server:
             overrides = {
                 "QUTOUTIAO_API_BASE": server.base_url,

@@ -23,7 +23,7 @@ from filelock import FileLock, Timeout
 
 from aggregator.atomicfile import write_atomically
 from aggregator.errors import ConfigError
-from aggregator.state.sqlite import state_dir
+from aggregator.state import state_dir
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings

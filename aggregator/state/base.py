@@ -52,10 +52,11 @@ class PublishedKeys(Protocol):
         """The subset of `keys` already published."""
 
     async def claim(self, keys: Sequence[str], owner: str, lease: float) -> set[str]:
-        """Atomically claim, for `owner`, each key that is neither published nor held by another
-        owner whose claim is younger than its lease; return the keys `owner` now holds. A key
-        `owner` already holds is renewed and returned. This is the one "already published?"
-        decision: whatever is not returned must not be fetched or written."""
+        """Atomically claim, for `owner`, each key that is neither published nor held by a
+        live claim (one younger than its lease, whoever holds it, `owner` included); return the
+        keys claimed now. This is the one "already published?" decision: whatever is not
+        returned is not fetched or written (a second listing of the same article in one crawl
+        is a duplicate too). A claim left by a killed crawl is free again after its lease."""
 
     async def release(self, keys: Sequence[str], owner: str) -> None:
         """Give up `owner`'s claims (the article failed or was dropped before its write)."""

@@ -38,6 +38,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from filelock import FileLock, Timeout
 from scrapy.exceptions import NotConfigured
+from scrapy.utils.defer import deferred_from_coro
 from twisted.internet import defer, threads
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -46,17 +47,20 @@ from aggregator import stats as stat_keys
 from aggregator.errors import ConfigError
 from aggregator.keys import is_safe_key
 from aggregator.ops.logredact import redact_secrets
-from aggregator.state.sqlite import dedupe_store_for, state_dir
+from aggregator.state import state_dir
+from aggregator.state.component import crawl_state
 from aggregator.storage import PostRecord, StoreResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     from scrapy import Spider
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
     from scrapy.statscollectors import StatsCollector
     from twisted.internet.defer import Deferred
+
+    from aggregator.state.base import Records
 
 __all__ = [
     "MANIFEST_DIR",
@@ -213,6 +217,7 @@ class S3PostStorage:
         writer_id: str | None = None,
         stats: StatsCollector | None = None,
         log_level: int | str = logging.DEBUG,
+        records: Callable[[], Awaitable[Records]] | None = None,
     ):
         _check_limits(max_uploads, max_attempts)
         _check_credentials(access_key, secret_key, session_token)
@@ -231,6 +236,8 @@ class S3PostStorage:
         self.conflict_backoff = max(0.0, conflict_backoff)
         self.timeout = timeout
         self.writer_id = writer_id or uuid.uuid4().hex
+        # where this installation's writer id is kept (the crawl state), read at open
+        self._records = None if writer_id else records
         self.run_id = uuid.uuid4().hex[:16]
         self.stats = stats
         self.log_level = log_level
@@ -276,7 +283,7 @@ class S3PostStorage:
             conflict_backoff=settings.getfloat("S3_CONFLICT_BACKOFF", 0.2),
             timeout=settings.getfloat("S3_TIMEOUT", 30.0),
             state_dir=state_dir(settings),
-            writer_id=_writer_id(crawler),
+            records=_state_records(crawler),
             stats=crawler.stats,
             log_level=settings.get("LOG_LEVEL") or logging.DEBUG,
         )
@@ -493,11 +500,17 @@ class S3PostStorage:
         self._pool_trigger = reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
         spider_name = _SPIDER_CHARS.sub("_", spider.name)
         self._journal = ManifestJournal(self.journal_dir, spider_name, self.run_id)
-        d = self._in_thread(self.connect)
+        d = deferred_from_coro(self._load_writer_id())
+        d.addCallback(lambda _: self._in_thread(self.connect))
         d.addCallback(lambda _: self._journal.claim())
         d.addCallback(lambda _: self._in_thread(self.resend_leftover_manifests))
         d.addCallback(self._resent)
         return d
+
+    async def _load_writer_id(self) -> None:
+        if self._records is not None:
+            records = await self._records()
+            self.writer_id = await records.setdefault(WRITER_ID_NAME, self.writer_id)
 
     def _resent(self, outcome: tuple[list[str], list[str]]) -> None:
         sent, failed = outcome
@@ -712,12 +725,11 @@ def quiet_sdk_debug_logs(log_level: int | str) -> None:
             target.setLevel(level)
 
 
-def _writer_id(crawler: Crawler) -> str:
-    """This installation's writer id, kept with the dedupe store: it survives runs, so a PUT of
+def _state_records(crawler: Crawler) -> Callable[[], Awaitable[Records]]:
+    """This installation's writer id is kept in the crawl state: it survives runs, so a PUT of
     an earlier run that landed unnoticed is still recognised as ours."""
-    store = dedupe_store_for(crawler)
-    writer = store.get_value(WRITER_ID_NAME)
-    if not writer:
-        writer = uuid.uuid4().hex
-        store.set_value(WRITER_ID_NAME, writer)
-    return writer
+
+    async def records() -> Records:
+        return (await crawl_state(crawler).open()).records
+
+    return records

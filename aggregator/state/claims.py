@@ -1,0 +1,126 @@
+"""The one place that decides "already published?", the way scrapy-deltafetch does: a spider
+middleware that sees every request and item a spider makes and lets an article through only if
+this crawl holds its claim in the crawl state.
+
+- A request for an article carries `meta["article_key"]`; an `Article` item carries its `key`.
+- Everything one callback (or the start) yields is claimed in one batch, with the state's atomic
+  check-and-claim: what is published, or claimed by another crawl (another process, another
+  worker), is dropped and counted as `aggregator/articles/duplicate`. Two crawls can never both
+  fetch, let alone publish, one article.
+- The item made from an article's own response carries the claim its request won (the request's
+  `meta["article_claimed"]`), so it is not claimed again.
+- A listing's next page (`meta["listing_next_page"]`) is followed only while the listing still
+  shows something new: when every article on a page is already published, the crawl stops there.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from itemadapter import ItemAdapter, is_item
+from scrapy import Request
+
+from aggregator import stats as keys
+from aggregator.state.component import crawl_state
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+    from scrapy.http import Response
+
+__all__ = ["ClaimMiddleware", "article_key_of"]
+
+logger = logging.getLogger(__name__)
+
+ARTICLE_KEY = "article_key"
+CLAIMED = "article_claimed"
+NEXT_PAGE = "listing_next_page"
+
+
+def article_key_of(element: Any) -> str | None:
+    """The article key a request or item stands for, if any."""
+    if isinstance(element, Request):
+        return element.meta.get(ARTICLE_KEY)
+    if is_item(element):
+        adapter = ItemAdapter(element)
+        key = adapter.get("key")
+        return key if isinstance(key, str) and key else None
+    return None
+
+
+class ClaimMiddleware:
+    def __init__(self, crawler: Crawler):
+        self.crawler = crawler
+        self.stats = crawler.stats
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> ClaimMiddleware:
+        return cls(crawler)
+
+    async def process_start(self, start: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        batch = [element async for element in start]
+        for element in await self._claimed(batch, None):
+            yield element
+
+    async def process_spider_output(
+        self, response: Response, result: AsyncIterator[Any]
+    ) -> AsyncIterator[Any]:
+        batch = [element async for element in result]
+        for element in await self._claimed(batch, response):
+            yield element
+
+    async def _claimed(self, batch: list[Any], response: Response | None) -> list[Any]:
+        inherited = _inherited_claim(response)
+        wanted = [
+            key
+            for key in (article_key_of(element) for element in batch)
+            if key is not None and key != inherited
+        ]
+        if not wanted:
+            return batch
+        component = crawl_state(self.crawler)
+        state = await component.open()
+        held = await state.published.claim(wanted, component.owner, component.lease)
+        kept: list[Any] = []
+        articles = new = 0
+        for element in batch:
+            key = article_key_of(element)
+            if key is None or key == inherited:
+                kept.append(element)
+                continue
+            articles += 1
+            if key in held:
+                held.discard(key)  # a second request or item for it in this batch is a repeat
+                new += 1
+                if isinstance(element, Request):
+                    element.meta[CLAIMED] = True
+                kept.append(element)
+            else:
+                self.stats.inc_value(keys.ARTICLES_DUPLICATE)
+        if articles and not new:
+            kept = await self._stop_if_all_published(kept, wanted, state)
+        return kept
+
+    async def _stop_if_all_published(self, kept: list[Any], wanted: list[str], state: Any) -> list:
+        """Drop the listing's next page when every article on this one is published (not
+        merely claimed by a crawl running beside this one)."""
+        follow = [e for e in kept if isinstance(e, Request) and e.meta.get(NEXT_PAGE)]
+        if not follow:
+            return kept
+        published = await state.published.published_among(wanted)
+        if not set(wanted) <= published:
+            return kept
+        for request in follow:
+            logger.info(
+                "Every article on the listing before %s is published: stopping", request.url
+            )
+        return [e for e in kept if e not in follow]
+
+
+def _inherited_claim(response: Response | None) -> str | None:
+    """The key whose claim this response's request won (its items need no claim of their own)."""
+    request = getattr(response, "request", None)
+    if request is None:
+        return None
+    return request.meta.get(ARTICLE_KEY) if request.meta.get(CLAIMED) else None

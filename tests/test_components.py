@@ -1,0 +1,344 @@
+"""In-process tests of the crawl's components (no subprocess, no HTTP): the claim middleware, the
+pending recorder and the pipelines, each built from a crawler with the project's settings, as
+Scrapy builds them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from aggregator.pipelines.normalize import NormalizeHtmlPipeline
+from aggregator.pipelines.validate import ValidatePipeline
+from aggregator.pipelines.write import WritePipeline
+from scrapy import Request, Spider, signals
+from scrapy.exceptions import DropItem
+from scrapy.http import HtmlResponse
+from scrapy.utils.test import get_crawler
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from aggregator import settings as settings_module
+from aggregator import stats as keys
+from aggregator.items import Article, Channel
+from aggregator.state.claims import CLAIMED, NEXT_PAGE, ClaimMiddleware
+from aggregator.state.component import CrawlStateExtension, crawl_state
+from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
+from aggregator.storage import StoreResult
+
+CHANNEL = Channel("qutoutiao", "新媒体", "趣头条", "分类", "趣头条")
+
+
+def project_crawler(tmp_path, **overrides: Any):
+    """A crawler with the project's settings and its extensions built, as `scrapy crawl` has."""
+    project = {name: getattr(settings_module, name) for name in dir(settings_module)}
+    project = {name: value for name, value in project.items() if name.isupper()}
+    crawler = get_crawler(Spider, {**project, "STATE_DIR": str(tmp_path / "state"), **overrides})
+    crawler.spider = Spider("test")
+    return crawler
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def collect(agen: Any) -> list[Any]:
+    return [x async for x in agen]
+
+
+async def aiter(items: list[Any]) -> Any:
+    for item in items:
+        yield item
+
+
+def article(key: str = "qutoutiao-1", **fields: Any) -> Article:
+    defaults = {
+        "url": f"http://example.com/{key}",
+        "title": "标题",
+        "body": "<p>正文</p>",
+        "published": datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC),
+    }
+    return CHANNEL.article(key=key, **{**defaults, **fields})
+
+
+def detail_request(key: str, **meta: Any) -> Request:
+    return Request(
+        f"http://example.com/d/{key}", meta={**article_meta(key, "qutoutiao", {"n": key}), **meta}
+    )
+
+
+# --- the claim middleware: "already published?" ----------------------------------------------
+def test_published_and_repeated_articles_are_dropped_and_counted(tmp_path):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("q-old", "out/q-old.md")])
+        listing = HtmlResponse("http://example.com/list", body=b"")
+        first = await collect(
+            middleware.process_spider_output(
+                listing, aiter([detail_request("q-old"), detail_request("q-new"), "other"])
+            )
+        )
+        second = await collect(
+            middleware.process_spider_output(listing, aiter([detail_request("q-new")]))
+        )
+        return first, second
+
+    first, second = run(scenario())
+    assert [getattr(x, "url", x) for x in first] == ["http://example.com/d/q-new", "other"]
+    assert first[0].meta[CLAIMED] is True
+    assert second == []  # listed again in the same crawl: fetched once
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 2
+
+
+def test_an_article_from_its_own_claimed_response_passes_and_feed_items_are_claimed(tmp_path):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    claimed = detail_request("q-1", **{CLAIMED: True})
+    page = HtmlResponse(claimed.url, body=b"", request=claimed)
+    feed = HtmlResponse("http://example.com/rss", body=b"", request=Request("http://x/rss"))
+
+    async def scenario():
+        own = await collect(middleware.process_spider_output(page, aiter([article("q-1")])))
+        items = [article("f-1"), article("f-1"), {"key": "f-2", "title": "dict item"}]
+        from_feed = await collect(middleware.process_spider_output(feed, aiter(items)))
+        again = await collect(middleware.process_spider_output(feed, aiter([article("f-1")])))
+        return own, from_feed, again
+
+    own, from_feed, again = run(scenario())
+    assert [a.key for a in own] == ["q-1"]
+    assert [x["key"] if isinstance(x, dict) else x.key for x in from_feed] == ["f-1", "f-2"]
+    assert again == []
+
+
+def test_a_listing_whose_articles_are_all_published_is_not_followed(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list?page=1", body=b"")
+    next_page = Request("http://example.com/list?page=2", meta={NEXT_PAGE: True})
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("a", "x"), ("b", "x")])
+        stop = await collect(
+            middleware.process_spider_output(
+                listing, aiter([detail_request("a"), detail_request("b"), next_page])
+            )
+        )
+        await state.published.claim(["c"], "another crawl", 60)
+        go_on = await collect(
+            middleware.process_spider_output(
+                listing, aiter([detail_request("a"), detail_request("c"), next_page])
+            )
+        )
+        return stop, go_on
+
+    with caplog.at_level(logging.INFO):
+        stop, go_on = run(scenario())
+    assert stop == []
+    assert "is published: stopping" in caplog.text
+    assert go_on == [next_page]  # c is being fetched by another crawl, not published
+
+
+def test_start_requests_are_claimed_too(tmp_path):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("p", "x")])
+        return await collect(
+            middleware.process_start(aiter([detail_request("p"), detail_request("n")]))
+        )
+
+    assert [r.meta["article_key"] for r in run(scenario())] == ["n"]
+
+
+# --- the pending recorder ---------------------------------------------------------------------
+def test_a_failed_article_request_is_kept_pending_counted_logged_and_released(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    component = crawl_state(crawler)
+    request = detail_request("q-9")
+
+    async def scenario():
+        state = await component.open()
+        assert await state.published.claim(["q-9"], component.owner, 60) == {"q-9"}
+        try:
+            raise ArticleFailed("detail is not JSON")
+        except ArticleFailed:
+            failure = Failure()
+        response = HtmlResponse(request.url, body=b"", request=request)
+        crawler.signals.send_catch_log(
+            signals.spider_error, failure=failure, response=response, spider=crawler.spider
+        )
+        await component.engine_stopped()
+        await state.open()
+        return await state.pending.list("qutoutiao"), await state.published.claim(
+            ["q-9"], "next run", 60
+        )
+
+    with caplog.at_level(logging.ERROR):
+        pending, claim = run(scenario())
+    assert [(a.key, a.payload, a.error) for a in pending] == [
+        ("q-9", {"n": "q-9"}, "detail is not JSON")
+    ]
+    assert claim == {"q-9"}  # released: the next run may fetch it
+    assert crawler.stats.get_value(keys.ARTICLES_FAILED) == 1
+    assert crawler.stats.get_value(keys.ARTICLES_PENDING) == 1
+    assert "Article q-9 <http://example.com/d/q-9> failed: detail is not JSON" in caplog.text
+
+
+def test_a_post_that_could_not_be_written_is_kept_pending(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    component = crawl_state(crawler)
+    item = article("q-5", retry={"entry": {"id": 5}})
+
+    async def scenario():
+        try:
+            raise PostNotWritten("disk full")
+        except PostNotWritten:
+            failure = Failure()
+        crawler.signals.send_catch_log(
+            signals.item_error, item=item, response=None, spider=crawler.spider, failure=failure
+        )
+        await component.engine_stopped()
+        return await component.state.pending.list("qutoutiao")
+
+    with caplog.at_level(logging.ERROR):
+        pending = run(scenario())
+    assert [(a.key, a.payload) for a in pending] == [("q-5", {"entry": {"id": 5}})]
+    assert "Could not write q-5 <http://example.com/q-5>: disk full" in caplog.text
+
+
+def test_errors_of_requests_that_are_no_article_are_not_recorded(tmp_path):
+    crawler = project_crawler(tmp_path)
+    listing = Request("http://example.com/list")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = Failure()
+    response = HtmlResponse(listing.url, body=b"", request=listing)
+    crawler.signals.send_catch_log(
+        signals.spider_error, failure=failure, response=response, spider=crawler.spider
+    )
+    assert crawler.stats.get_value(keys.ARTICLES_FAILED) is None
+
+
+# --- pipelines --------------------------------------------------------------------------------
+class Storage:
+    """A storage that records what it was asked to keep (the pipeline is the subject)."""
+
+    def __init__(self, fail: bool = False, created: bool = True):
+        self.fail, self.created, self.persisted = fail, created, []
+
+    def open(self, spider):
+        return None
+
+    def close(self, spider):
+        return None
+
+    def persist(self, record):
+        if self.fail:
+            return defer.fail(OSError("disk full"))
+        self.persisted.append(record)
+        return defer.succeed(StoreResult(f"out/{record.key}.md", created=self.created))
+
+
+def write_pipeline(tmp_path, storage: Storage) -> tuple[WritePipeline, Any]:
+    crawler = project_crawler(tmp_path)
+    pipeline = WritePipeline(crawler, storage)
+    return pipeline, crawler
+
+
+def test_the_write_pipeline_marks_published_only_after_the_post_is_stored(tmp_path):
+    pipeline, crawler = write_pipeline(tmp_path, Storage())
+    failing, _ = write_pipeline(tmp_path, Storage(fail=True))
+
+    async def scenario():
+        await pipeline.open_spider()
+        await failing.open_spider()
+        with pytest.raises(PostNotWritten, match="disk full"):
+            await failing.process_item(article("q-2"))
+        await pipeline.process_item(article("q-1"))
+        return await pipeline.state.published.published_among(["q-1", "q-2"])
+
+    assert run(scenario()) == {"q-1"}
+    assert crawler.stats.get_value(keys.ARTICLES_NEW) == 1
+    assert pipeline.storage.persisted[0].data.startswith(b"\n---\ntitle: ")
+
+
+def test_the_write_pipeline_takes_dict_items_and_counts_another_writers_post(tmp_path):
+    pipeline, crawler = write_pipeline(tmp_path, Storage(created=False))
+    item = {
+        "key": "feed-1",
+        "site": "feed",
+        "url": "http://example.com/1",
+        "title": "t",
+        "body": "<p>b</p>",
+        "published": datetime(2022, 1, 1, tzinfo=UTC),
+        "group": "g",
+        "source": "s",
+        "channel": "c",
+    }
+
+    async def scenario():
+        await pipeline.open_spider()
+        with pytest.raises(DropItem, match="already stored"):
+            await pipeline.process_item(item)
+        return await pipeline.state.published.published_among(["feed-1"])
+
+    assert run(scenario()) == {"feed-1"}  # not ours, but published: never fetched again
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
+    assert b"author: s\n" in pipeline.storage.persisted[0].data  # author falls back to source
+
+
+@pytest.mark.parametrize(
+    ("published", "expected"),
+    [
+        (datetime(2022, 2, 2, 8, 8, 41), datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC)),
+        (
+            datetime(2022, 2, 2, 16, 8, 41, tzinfo=timezone(timedelta(hours=8))),
+            datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC),
+        ),
+    ],
+    ids=["naive-is-utc", "aware-converted"],
+)
+def test_validate_puts_the_publish_time_in_utc(tmp_path, published, expected):
+    pipeline = ValidatePipeline.from_crawler(project_crawler(tmp_path))
+    item = pipeline.process_item(article(published=published))
+    assert item.published == expected
+    assert item.published.tzinfo is UTC
+
+
+def test_validate_uses_the_crawl_time_when_there_is_none_and_tidies_dict_items(tmp_path):
+    crawler = project_crawler(tmp_path)
+    pipeline = ValidatePipeline.from_crawler(crawler)
+    pipeline.open_spider()
+    item = pipeline.process_item({"key": "k", "title": " a &amp;\n b ", "body": "<p>x</p>"})
+    assert item["published"] == pipeline.crawl_time
+    assert item["title"] == "a & b"
+    assert crawler.stats.get_value(keys.ARTICLES_TIME_MISSING) == 1
+    with pytest.raises(DropItem):
+        pipeline.process_item({"key": "k", "title": None, "body": "<p>x</p>"})
+    assert crawler.stats.get_value(keys.dropped("no_title")) == 1
+
+
+def test_normalize_takes_dict_items(tmp_path):
+    pipeline = NormalizeHtmlPipeline.from_crawler(project_crawler(tmp_path))
+    item = pipeline.process_item(
+        {"url": "http://example.com/a", "body": '<p>x<img src="/i.png"><script>1</script></p>'}
+    )
+    assert item["headimg"] == "https://cors.zfour.workers.dev/?http://example.com/i.png"
+    assert "script" not in item["body"]
+
+
+def test_the_crawl_state_is_one_component_the_crawler_owns(tmp_path):
+    crawler = project_crawler(tmp_path)
+    component = crawl_state(crawler)
+    assert isinstance(component, CrawlStateExtension)
+    assert crawl_state(crawler) is component
+    assert component.state.uri == f"sqlite:///{tmp_path / 'state' / 'dedupe.sqlite3'}"
