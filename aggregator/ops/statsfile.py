@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
+
+from aggregator.atomicfile import write_atomically
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -39,7 +39,5 @@ class StatsFile:
         stats = dict(self.crawler.stats.get_stats())
         stats.setdefault("finish_reason", reason)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".stats.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(stats, handle, default=str, ensure_ascii=False, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        text = json.dumps(stats, default=str, ensure_ascii=False, indent=1, sort_keys=True)
+        write_atomically(self.path, text.encode("utf-8"))
