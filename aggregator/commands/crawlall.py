@@ -267,9 +267,10 @@ class SourcesInTurn:
 def _final_stats(crawler: Crawler | None) -> dict[str, Any]:
     """The crawl's stats; none when it failed before its stats collector existed."""
     try:
-        return crawler.stats.get_stats() if crawler is not None else {}
-    except RuntimeError:  # Crawler.stats is only set once the crawl has started
+        stats = crawler.stats if crawler is not None else None
+    except RuntimeError:  # Scrapy >= 2.18 raises until the crawl has started
         return {}
+    return stats.get_stats() if stats is not None else {}  # earlier versions have None
 
 
 def _when_done(outcome: Any, callback: Callable[[BaseException | None], None]) -> None:
