@@ -822,3 +822,15 @@ def test_alt_and_title_keep_their_text() -> None:
 def test_markup_like_text_in_other_attributes_or_text_is_untouched() -> None:
     out = norm('<p data-x="&lt;b&gt;">alt="&lt;b&gt;" title="&quot;"</p>').html
     assert out == '<p data-x="&lt;b&gt;">alt="&lt;b&gt;" title="""</p>'
+
+
+@pytest.mark.parametrize(
+    "html",
+    ['<img alt="" src="/i/"{{.png">', '<img {x}="1" src="/a.png">', '<img src="/a.png" {="">'],
+)
+def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
+    result = norm(html)
+    assert result.images == [f"{PX}https://news.example.com/a.png"] or result.images == [
+        f"{PX}https://news.example.com/i/"
+    ]
+    assert "{" not in result.html

@@ -91,6 +91,9 @@ _ODD_DATA_ATTRIBUTES = etree.XPath(
     " and translate(name(), 'abcdefghijklmnopqrstuvwxyz0123456789-_.', '') != '']"
 )
 
+# Attribute names worth keeping when an element's attributes are rebuilt (nh3 allows no other).
+_PLAIN_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.:-]*")
+
 _NESTED_MATH = etree.XPath("descendant::math[not(ancestor::math)]")
 
 # `alt` and `title` are text, but themes write them out as HTML: Hexo's landscape theme puts
@@ -336,8 +339,10 @@ def _rewrite_img(img: etree._Element, base_url: str, proxy: ImageProxy) -> None:
         elif name == "referrerpolicy":
             rebuilt.append((name, "no-referrer"))
             has_policy = True
-        else:
+        elif _PLAIN_NAME_RE.fullmatch(name):
             rebuilt.append((name, value))
+        # else: a name such as `{{.png"` (from `src="a"{{.png"`), which lxml refuses to set
+        # (a leading `{` reads as a namespace) and nh3 would drop anyway.
     if not has_policy:
         rebuilt.append(("referrerpolicy", "no-referrer"))
     attrib.clear()
