@@ -1,4 +1,5 @@
-"""Article HTML normaliser: lazy images, absolute and proxied addresses, then sanitising.
+"""Article HTML normaliser: lazy images, absolute and proxied addresses, sanitising, then an
+encoding that keeps the body inert in a Hexo post.
 
 The rewriting happens on an lxml tree and nh3 (ammonia) sanitises what the rewrite pass
 serialised, so whatever that pass misses is still sanitised. Two things ammonia cannot do are
@@ -9,7 +10,8 @@ parser turns into others (``<image>`` is ``<img>``) are renamed, elements nh3 do
 unwrapped (their text kept), MathML is flattened to its text, comments go.
 
 nh3's output is then checked (every ``<img>`` proxied, with its referrer policy) and finished
-(control characters out, ``alt``/``title`` without markup).
+(control characters out, ``alt``/``title`` without markup), and :func:`inert_html` writes it so
+that Hexo's Nunjucks and Markdown passes leave it as it is (see there).
 """
 
 from __future__ import annotations
@@ -110,6 +112,15 @@ _CAPTION_MARKUP_RE = re.compile("&(?:lt|gt|quot);")
 _ATTRIBUTE_RE = re.compile(r'(\s)([^\s=>]+)="([^"]*)"')
 _IMAGE_TAG_RE = re.compile(r"<(img|source|video)(?:\s[^>]*)?>")
 _IMAGE_ADDRESSES = {"img": ("src",), "source": (), "video": ("poster",)}  # and srcset
+
+# inert_html
+_HTML_SPACE = " \t\n\r\x0c"
+_LINE_BREAK_RE = re.compile("[\n\r\x0c]")
+_COLLAPSIBLE_RE = re.compile("[ \t\n\r\x0c]*[\n\r\x0c][ \t\n\r\x0c]*")
+_ENCODED_BREAKS = str.maketrans({"\n": "&#10;", "\r": "&#13;", "\x0c": "&#12;"})
+_TAG_SPLIT_RE = re.compile(r"(<[^>]*>)")
+_TAG_NAME_RE = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)")
+_PREFORMATTED = frozenset({"pre", "textarea", "listing", "xmp", "plaintext"})
 
 # HTML spec srcset parsing: candidates are separated by commas, a URL is a run of non-space
 # characters (so proxied URLs and data: URLs may contain commas), and commas inside
@@ -237,7 +248,7 @@ class ImageProxy:
 class NormalisedHtml:
     """The body plus its images, so the post's cover can be the body's first image as is."""
 
-    html: str  # sanitised body HTML
+    html: str  # sanitised body HTML, encoded by inert_html
     images: list[str]  # final (proxied) address of every <img src>, in document order
 
 
@@ -544,7 +555,7 @@ def _is_final_image_address(url: str, proxy: ImageProxy) -> bool:
 
 
 def sanitise_html(html: str, base_url: str, proxy: ImageProxy) -> str:
-    """The sanitised body; "" when nothing is left.
+    """The sanitised body, before :func:`inert_html`; "" when nothing is left.
 
     Should an image come out of nh3 unproxied or without its referrer policy (html5ever read
     something as an image that libxml2 did not), the output goes through the whole pass once
@@ -561,6 +572,72 @@ def sanitise_html(html: str, base_url: str, proxy: ImageProxy) -> str:
     return cleaned
 
 
+def inert_html(html: str) -> str:
+    """Write sanitised HTML so that Hexo passes it through unchanged and a browser reads the
+    same document: one line, no `{` or `}`, not starting with whitespace.
+
+    Hexo renders a post body with Nunjucks (`{{ }}`, `{% %}`, `{# #}`; Hexo 5 and later hide
+    them from the Markdown renderer and run Nunjucks after it, older Hexo before it) and with
+    Markdown (hexo-renderer-marked or hexo-renderer-markdown-it). The post format writes the
+    body between a `<div>   ` line and a `</div>` line. For both Markdown renderers (CommonMark's
+    rules) a line starting with `<div` opens an HTML block (CommonMark's kind 6) whose lines
+    are passed through verbatim up to the first blank line, a line that is empty or holds
+    only spaces and tabs; the kind of block is decided by that first line alone. Hence:
+
+    - No line break at all in the body (LF, CR, and U+2028/U+2029, which JavaScript's
+      multiline `^` takes for line ends too): the block spans the whole body, and nothing in
+      it is read as Markdown (no emphasis in `__init__.py`, no `[x](javascript:…)` links,
+      reference definitions or `<http://x>` autolinks, no indented code, no `<pre>` cut at
+      its blank lines). Line breaks that matter, in `<pre>` (the one element left where
+      whitespace is kept; `<textarea>`, `<listing>`, `<xmp>` and `<plaintext>` are counted
+      too, should the allow-list ever let them through) and in attribute values, are written
+      as `&#10;` (CR `&#13;`, FF `&#12;`); elsewhere a whitespace run holding one becomes a
+      single space, which is how a browser reads it (`a\n  b` is `a b`). A `style` attribute
+      never survives sanitising, so no `white-space: pre` can make other whitespace matter.
+    - The body's only line cannot be blank, so it cannot end the block `<div>` opened,
+      whatever it starts with (text, `#`, `>`, `- `, a fence, `[x]: y`): the normaliser never
+      returns an empty body, and leading and trailing whitespace, which a browser drops at the
+      edges of a block, is removed.
+    - No `{` or `}`: written as `&#123;` / `&#125;`, nothing is left for Nunjucks, whichever
+      order a Hexo version runs the two passes in. Inside an HTML block a Markdown renderer
+      leaves character references alone (in a paragraph it would decode them, which is one
+      more reason the block must never end early).
+
+    This is a final pass over nh3's serialisation, which is canonical: the only markup is tags
+    (`<name attr="value" ...>`, `</name>`; no comments, no doctype), `<` and `>` never occur
+    raw in text or attribute values nor `"` raw in a value, and tag and attribute names come
+    from the allow-lists (`data-*` names only with `[a-z0-9_.-]`). So braces, U+2028/U+2029
+    and line breaks can only be in text or in attribute values, where a character reference
+    means the same character, and splitting at `<...>` separates tags from text exactly.
+    """
+    if "\n" in html or "\r" in html or "\x0c" in html:
+        html = _on_one_line(html)
+    html = html.strip(_HTML_SPACE)
+    if "{" in html or "}" in html:
+        html = html.replace("{", "&#123;").replace("}", "&#125;")
+    if "\u2028" in html or "\u2029" in html:
+        html = html.replace("\u2028", "&#8232;").replace("\u2029", "&#8233;")
+    return html
+
+
+def _on_one_line(html: str) -> str:
+    parts = _TAG_SPLIT_RE.split(html)  # text, tag, text, tag, ..., text
+    preformatted = 0
+    for index, part in enumerate(parts):
+        if index % 2:
+            name = _TAG_NAME_RE.match(part)
+            if name is not None and name.group(2).lower() in _PREFORMATTED:
+                preformatted += -1 if name.group(1) else 1
+            if _LINE_BREAK_RE.search(part):
+                parts[index] = part.translate(_ENCODED_BREAKS)  # in attribute values
+        elif _LINE_BREAK_RE.search(part):
+            if preformatted > 0:
+                parts[index] = part.translate(_ENCODED_BREAKS)
+            else:
+                parts[index] = _COLLAPSIBLE_RE.sub(" ", part)
+    return "".join(parts)
+
+
 def inner_html(element: etree._Element) -> str:
     """The HTML inside `element`, as a spider takes an article body out of a page. lxml hands
     the leading text over unescaped; it is escaped again so that `&lt;b&gt;` stays text."""
@@ -570,8 +647,8 @@ def inner_html(element: etree._Element) -> str:
 
 
 def normalise_html(html: str, base_url: str, proxy: ImageProxy) -> NormalisedHtml:
-    """Normalise one article body so every post renders the same way and safely
-    (:func:`sanitise_html`).
+    """Normalise one article body so every post renders the same way and safely: sanitised
+    (:func:`sanitise_html`), then encoded for Hexo (:func:`inert_html`).
 
     ``images`` is read back from the sanitised output rather than collected during the
     rewrite, because html5ever may still drop an image (or ammonia its ``src``) that lxml kept.
@@ -580,4 +657,4 @@ def normalise_html(html: str, base_url: str, proxy: ImageProxy) -> NormalisedHtm
     if not cleaned:
         return NormalisedHtml(html="", images=[])
     images = [html_lib.unescape(src) for src in _IMG_SRC_RE.findall(cleaned)]
-    return NormalisedHtml(html=cleaned, images=images)
+    return NormalisedHtml(html=inert_html(cleaned), images=images)
