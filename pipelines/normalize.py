@@ -1,5 +1,9 @@
 """Turn untrusted article HTML into what the blog may show: lazy images made real, every image
-routed through the image proxy, everything executable removed (see aggregator.render.html)."""
+routed through the image proxy, everything executable removed, written so that Hexo passes it
+through unchanged (see aggregator.render.html).
+
+An article whose HTML makes the normaliser fail (any exception) is not lost: it is logged with
+its key and URL, counted as failed and kept as pending (aggregator.pipelines.failed)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urljoin
 
+from aggregator.pipelines.failed import article_failed
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
@@ -21,9 +26,12 @@ logger = logging.getLogger(__name__)
 
 
 class NormalizeHtmlPipeline:
-    def __init__(self, stats: StatsCollector, proxy: ImageProxy):
+    normalise = staticmethod(normalise_html)  # (html, base URL, proxy) -> NormalisedHtml
+
+    def __init__(self, stats: StatsCollector, proxy: ImageProxy, crawler: Crawler | None = None):
         self.stats = stats
         self.proxy = proxy
+        self.crawler = crawler
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> NormalizeHtmlPipeline:
@@ -32,10 +40,22 @@ class NormalizeHtmlPipeline:
             template=settings.get("IMAGE_PROXY") or "",
             hosts=frozenset(h.lower() for h in settings.getlist("IMAGE_PROXY_HOSTS")),
         )
-        return cls(crawler.stats, proxy)
+        return cls(crawler.stats, proxy, crawler)
 
     def process_item(self, item: Article) -> Article:
-        result = normalise_html(item.body, item.base_url or item.url, self.proxy)
+        try:
+            result = self.normalise(item.body, item.base_url or item.url, self.proxy)
+        except Exception as exc:
+            reason = f"could not normalise its HTML: {exc!r}"
+            logger.exception(
+                "Article %s <%s> failed: %s; it will be retried next run",
+                item.key,
+                item.url,
+                reason,
+            )
+            if self.crawler is None:
+                raise
+            raise article_failed(self.crawler, item, reason) from exc
         if not result.html.strip():
             self.stats.inc_value(keys.dropped("empty_after_sanitising"))
             raise DropItem("nothing left after sanitising", log_level="WARNING")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from aggregator.pipelines.failed import article_failed
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.utils.defer import maybe_deferred_to_future
 
@@ -80,8 +81,8 @@ class WritePipeline:
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))
         except Exception as exc:
-            self._failed(item, exc)
-            raise DropItem(f"write failed: {exc}", log_level="DEBUG") from exc
+            logger.error("Could not write %s <%s>: %s", item.key, item.url, exc)
+            raise article_failed(self.crawler, item, f"write failed: {exc}") from exc
         store = dedupe_store_for(self.crawler)
         store.mark_published(item.key, result.location)
         if not result.created:
@@ -90,10 +91,3 @@ class WritePipeline:
         self.stats.inc_value(keys.ARTICLES_NEW)
         logger.debug("Wrote %s <%s> to %s", item.key, item.url, result.location)
         return item
-
-    def _failed(self, item: Article, exc: Exception) -> None:
-        logger.error("Could not write %s <%s>: %s", item.key, item.url, exc)
-        self.stats.inc_value(keys.ARTICLES_FAILED)
-        remember = getattr(self.crawler.spider, "remember_failed", None)
-        if remember is not None:
-            remember(item.key, f"write failed: {exc}")

@@ -3,9 +3,11 @@ Atom feeds served by the replay server, plus its argument checks in-process."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from aggregator.pipelines.failed import ArticleFailed
 from aggregator.pipelines.normalize import NormalizeHtmlPipeline
 from aggregator.spiders.feed import FeedSpider, entry_key, rsshub_url
 from scrapy.utils.test import get_crawler
@@ -337,3 +339,59 @@ def test_route_with_unusable_rsshub_base_exits_2_before_crawling(crawler, replay
     assert "RSSHUB_BASE='ftp://nowhere'" in result.stderr
     assert "Traceback" not in result.stderr
     assert replay.hits("/") == 0
+
+
+# --- an article the normaliser fails on ----------------------------------------------------
+FAILING_PIPELINES = json.dumps(
+    {
+        "aggregator.pipelines.validate.ValidatePipeline": 100,
+        "failing_normalize.FailingNormalizePipeline": 200,
+        "aggregator.pipelines.dedupe.DedupePipeline": 300,
+        "aggregator.pipelines.write.WritePipeline": 400,
+    }
+)
+
+
+def test_article_the_normaliser_fails_on_is_counted_kept_pending_and_retried(crawler, replay):
+    extra = Path(__file__).resolve().parent / "fixtures" / "extra_pipelines"
+    url = f"url={replay.base_url}/rss1.rdf"
+    first = crawler.command(
+        *["crawl", "feed", "-a", url, "-a", CATEGORIES, "-a", AUTHOR],
+        env={"PYTHONPATH": str(extra)},
+        ITEM_PIPELINES=FAILING_PIPELINES,
+    )
+    assert first.returncode == 1, first.stderr
+    assert sorted(first.posts()) == [RSS1_CONTENT]
+    assert first.stat("articles/failed") == 1
+    assert first.stat("articles/pending") == 1
+    key = RSS1_DESCRIPTION[: -len(".md")]
+    assert (
+        f"Article {key} <https://journal.example.org/notes/2023-10-27> failed: "
+        "could not normalise its HTML: RuntimeError('normaliser bug')"
+    ) in first.stderr
+
+    replay.reset()
+    second = crawl_feed(crawler, "/rss1.rdf")
+    assert second.returncode == 0, second.stderr
+    assert second.stat("articles/pending_retried") == 1
+    assert second.stat("articles/new") == 1
+    assert "<p>读了三本书，记下几段话。</p>" in second.posts()[RSS1_DESCRIPTION].decode()
+
+
+def test_normalise_failure_goes_through_the_failure_path(caplog):
+    remembered = []
+    crawler = get_crawler(FeedSpider)
+    crawler.spider = type("S", (), {"remember_failed": lambda self, *a: remembered.append(a)})()
+
+    def broken(html, base_url, proxy):
+        raise ValueError("All strings must be XML compatible")
+
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    pipeline.normalise = broken
+    item = Article(key="feed-x", site="feed", url="https://h.example/x", title="t", body="<p>")
+    with pytest.raises(ArticleFailed) as raised:
+        pipeline.process_item(item)
+    assert raised.value.reason.startswith("could not normalise its HTML: ValueError(")
+    assert crawler.stats.get_value("aggregator/articles/failed") == 1
+    assert remembered == [("feed-x", raised.value.reason)]
+    assert "Article feed-x <https://h.example/x> failed" in caplog.text
