@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import cssselect
 import feedparser
 import scrapy
+from lxml import etree
 from parsel.csstranslator import HTMLTranslator
 from scrapy.exceptions import DownloadCancelledError
 from scrapy.http import Response, TextResponse
@@ -36,7 +37,7 @@ from twisted.python.failure import Failure
 from aggregator import stats as keys
 from aggregator.errors import ConfigError
 from aggregator.items import Article
-from aggregator.keys import article_key
+from aggregator.keys import article_key, canonical_url
 from aggregator.render.html import inner_html
 from aggregator.spiderargs import parse_categories, require_known
 from aggregator.state.pending import PendingArticles, describe_failure
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
-__all__ = ["FeedSpider", "feed_stat", "rsshub_url"]
+__all__ = ["FeedSpider", "entry_key", "feed_stat", "legacy_entry_key", "rsshub_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +164,63 @@ def _cover(entry: dict[str, Any], base: str) -> list[str]:
     return list(dict.fromkeys(absolute))
 
 
-def entry_key(guid: str | None, link: str | None, tracking_params: Iterable[str]) -> str:
-    """The guid identifies the article; a guid that is an http(s) URL is keyed as that URL
-    (canonicalised), so it matches the same article in a feed that only gives the link."""
-    if guid and urlsplit(guid).scheme in ("http", "https"):
-        return article_key(SITE, None, guid, tracking_params)
+def _is_url_guid(guid: str | None) -> bool:
+    return bool(guid) and urlsplit(guid).scheme in ("http", "https")
+
+
+def entry_key(
+    guid: str | None, link: str | None, tracking_params: Iterable[str], *, permalink: bool = True
+) -> str:
+    """The guid identifies the article. A guid that is an http(s) URL is keyed as that URL
+    (canonicalised), so it matches the same article in a feed that only gives the link.
+
+    Its fragment is part of the key (`http://del.icio.us/user#2009-01-21` and `...#2009-01-18`
+    are two entries of one page), unless the guid is the entry's permalink: `permalink` (its
+    isPermaLink is true or absent) and the same URL as the entry's link, fragment included.
+    Then it is keyed like a link, without the fragment, as it always was."""
+    if _is_url_guid(guid):
+        assert guid is not None
+        if permalink and link and _same_url(guid, link, tracking_params):
+            return article_key(SITE, None, guid, tracking_params)
+        return article_key(SITE, None, guid, tracking_params, keep_fragments=True)
     return article_key(SITE, guid, link, tracking_params)
+
+
+def legacy_entry_key(guid: str | None, tracking_params: Iterable[str]) -> str | None:
+    """The key a URL guid had before fragments counted (the canonical URL without fragment):
+    an entry whose old key is published was posted under it and is not posted again."""
+    if _is_url_guid(guid):
+        return article_key(SITE, None, guid, tracking_params)
+    return None
+
+
+def _same_url(a: str, b: str, tracking_params: Iterable[str]) -> bool:
+    params = list(tracking_params)
+    return canonical_url(a, params, keep_fragments=True) == canonical_url(
+        b, params, keep_fragments=True
+    )
+
+
+def guids_not_permalinks(body: bytes) -> set[str]:
+    """The RSS guids whose isPermaLink is not "true" (feedparser's reading), as feedparser
+    reports them (stripped). feedparser keeps no trace of the attribute (its `guidislink` is
+    false too when <link> comes before <guid>), so the document is read once more, by lxml,
+    without entities, DTD or network."""
+    parser = etree.XMLParser(
+        recover=True, resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return set()
+    if root is None:
+        return set()
+    found: set[str] = set()
+    for guid in root.iter("guid"):
+        flag = next((v for k, v in guid.attrib.items() if k.lower() == "ispermalink"), None)
+        if flag is not None and flag.strip().lower() != "true":
+            found.add("".join(guid.itertext()).strip())
+    return found
 
 
 class FeedSpider(PendingArticles, scrapy.Spider):
@@ -360,7 +412,7 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         }
         self.crawler.stats.inc_value(keys.LISTING_PAGES)
         self.crawler.stats.inc_value(FEEDS_FETCHED)
-        return self._entries_output(parsed, response.url)
+        return self._entries_output(parsed, response.url, response.body)
 
     def _not_modified(self, response: Response) -> None:
         if not response.meta.get("conditional"):
@@ -420,18 +472,30 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         )
         return parsed
 
-    def _entries_output(self, parsed: Any, document_url: str) -> list[Any]:
+    def _entries_output(self, parsed: Any, document_url: str, body: bytes) -> list[Any]:
         keyed: list[tuple[str, dict[str, Any]]] = []
+        legacy: dict[str, str] = {}  # key -> the key its URL guid had before fragments counted
         self.crawler.stats.inc_value(FEED_ENTRIES, len(parsed.entries))
+        # Only a URL guid with a fragment is keyed differently when it is no permalink.
+        fragments = any(
+            "#" in (guid := (entry.get("id") or "").strip().lower())
+            and guid.startswith(("http://", "https://"))
+            for entry in parsed.entries
+        )
+        not_permalinks = guids_not_permalinks(body) if fragments else set()
         for entry in parsed.entries:
-            payload = self._entry_payload(entry, document_url)
-            if payload is not None:
-                keyed.append(payload)
+            payload = self._entry_payload(entry, document_url, not_permalinks)
+            if payload is None:
+                continue
+            keyed.append(payload)
+            old = legacy_entry_key(payload[1]["entry"]["guid"], self.tracking_params)
+            if old is not None and old != payload[0]:
+                legacy[payload[0]] = old
         assert self.store is not None
-        published = self.store.published_among(key for key, _ in keyed)
+        published = self.store.published_among([*(key for key, _ in keyed), *legacy.values()])
         output = []
         for key, payload in keyed:
-            if key in published or key in self.scheduled:
+            if key in published or legacy.get(key) in published or key in self.scheduled:
                 self.crawler.stats.inc_value(keys.ARTICLES_DUPLICATE)
                 continue
             self.scheduled.add(key)
@@ -442,13 +506,14 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         return output
 
     def _entry_payload(
-        self, entry: dict[str, Any], document_url: str
+        self, entry: dict[str, Any], document_url: str, not_permalinks: set[str]
     ) -> tuple[str, dict[str, Any]] | None:
         """The key of an entry and what is needed to make it an article, now or next run."""
         guid = (entry.get("id") or "").strip() or None
         link = _http_url(document_url, entry.get("link") or "")
         try:
-            key = entry_key(guid, link, self.tracking_params)
+            permalink = guid not in not_permalinks
+            key = entry_key(guid, link, self.tracking_params, permalink=permalink)
         except ValueError as exc:
             logger.warning(
                 "Skipping an entry of %s: %s (%r)", document_url, exc, entry.get("title")
