@@ -26,6 +26,8 @@ from urllib.parse import urljoin, urlsplit
 import cssselect
 import feedparser
 import scrapy
+from feedparser.encodings import convert_to_utf8
+from feedparser.sanitizer import replace_doctype
 from lxml import etree
 from parsel.csstranslator import HTMLTranslator
 from scrapy.exceptions import DownloadCancelledError
@@ -66,6 +68,7 @@ FEEDS_NOT_A_FEED = feed_stat("not_a_feed")
 FEEDS_HTML = feed_stat("html_not_feed")
 FEEDS_EMPTY = feed_stat("empty")
 FEEDS_TOO_BIG = feed_stat("too_big")
+FEEDS_ENTITY_EXPANSION = feed_stat("entity_expansion")
 FEEDS_UNREACHABLE = feed_stat("unreachable")
 FEED_ENTRIES = feed_stat("entries")
 
@@ -79,6 +82,8 @@ _HTML_START_RE = re.compile(
 )
 # bozo exceptions about the HTTP headers, not the document: the feed itself parsed cleanly.
 _HEADER_ONLY_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+# How much text the entities declared in a feed's DTD may add once expanded (bytes).
+MAX_ENTITY_EXPANSION = 1024 * 1024
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -166,6 +171,29 @@ def _cover(entry: dict[str, Any], base: str) -> list[str]:
 
 def _is_url_guid(guid: str | None) -> bool:
     return bool(guid) and urlsplit(guid).scheme in ("http", "https")
+
+
+def entity_expansion(body: bytes, headers: dict[str, str], limit: int) -> int:
+    """How many bytes the entity references in `body` add when feedparser expands them, or
+    the first count past `limit` (the scan stops there).
+
+    feedparser keeps only the general entities of the DTD's internal subset whose value is
+    literal text or one character reference (no nesting: no billion laughs), and both its
+    parsers expand them; but one 8 MB entity referenced 90 times is 720 MB of text, and GiBs
+    once feedparser has copied it about. This mirrors what feedparser does with the document
+    (its own encoding detection and DOCTYPE handling), so the count is of what it would
+    expand; every reference counts, even one in CDATA (an overestimate)."""
+    _, data, entities = replace_doctype(convert_to_utf8(dict(headers), body, {}))
+    if not entities:
+        return 0
+    sizes = {name.encode(): len(value.encode()) for name, value in entities.items()}
+    references = re.compile(b"&(" + b"|".join(re.escape(name) for name in sizes) + b");")
+    total = 0
+    for match in references.finditer(data):
+        total += sizes[match.group(1)]
+        if total > limit:
+            break
+    return total
 
 
 def entry_key(
@@ -431,6 +459,18 @@ class FeedSpider(PendingArticles, scrapy.Spider):
         content_type = _header(response, b"Content-Type")
         if content_type:
             headers["content-type"] = content_type
+        try:
+            expansion = entity_expansion(response.body, headers, MAX_ENTITY_EXPANSION)
+        except Exception as exc:  # the same code feedparser.parse runs: its failure is a bad feed
+            self._feed_error(FEEDS_NOT_A_FEED, response.url, f"feedparser failed: {exc!r}")
+            return None
+        if expansion > MAX_ENTITY_EXPANSION:
+            reason = (
+                "entity declarations in the DTD expand to more than "
+                f"{MAX_ENTITY_EXPANSION} bytes: not parsed"
+            )
+            self._feed_error(FEEDS_ENTITY_EXPANSION, response.url, reason)
+            return None
         try:
             parsed = feedparser.parse(
                 io.BytesIO(response.body),

@@ -9,9 +9,16 @@ from pathlib import Path
 import pytest
 from aggregator.pipelines.failed import ArticleFailed
 from aggregator.pipelines.normalize import NormalizeHtmlPipeline
-from aggregator.spiders.feed import FeedSpider, entry_key, legacy_entry_key, rsshub_url
+from aggregator.spiders.feed import (
+    FeedSpider,
+    entity_expansion,
+    entry_key,
+    legacy_entry_key,
+    rsshub_url,
+)
 from scrapy.utils.test import get_crawler
 
+from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
 from aggregator.items import Article
 from aggregator.keys import article_key
@@ -452,3 +459,52 @@ def test_an_entry_published_under_its_old_key_is_not_posted_again(crawler, repla
     assert [t for t in titles if t.startswith("Bookmarks")] == []
     assert len(titles) == 2
     assert result.stat("articles/duplicate") == 5
+
+
+# --- entities declared in the DTD ----------------------------------------------------------
+def _entity_bomb(size: int, references: int) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<!DOCTYPE rss [\n<!ENTITY big "{"A" * size}">\n]>\n'
+        '<rss version="2.0"><channel><title>t</title><item><title>x</title><guid>bomb-1</guid>'
+        f"<description>{'&big;' * references}</description></item></channel></rss>"
+    ).encode()
+
+
+def test_entity_expansion_is_what_feedparser_would_expand():
+    assert entity_expansion(_entity_bomb(8 << 20, 90), {}, 1 << 20) > 1 << 20
+    assert entity_expansion(_entity_bomb(100, 3), {}, 1 << 20) == 300
+    # the same in any encoding feedparser reads
+    utf16 = _entity_bomb(100, 3).decode().replace("UTF-8", "UTF-16").encode("utf-16")
+    assert entity_expansion(utf16, {}, 1 << 20) == 300
+    assert entity_expansion((FEEDS / "entities.rss").read_bytes(), {}, 1 << 20) == 6 + 3 * 11
+    assert entity_expansion((FEEDS / "news.atom").read_bytes(), {}, 1 << 20) == 0
+
+
+def test_a_few_small_entities_are_fine(crawler, replay):
+    result = crawl_feed(crawler, "/entities.rss")
+    assert result.returncode == 0, result.stderr
+    (post,) = result.posts().values()
+    assert front(post)["title"] == "News from Example Co."  # nbsp: whitespace in a title
+    assert "<p>Example Co. says hello.</p>" in post.decode()
+
+
+def test_entity_bomb_is_a_bad_feed_and_memory_stays_small(crawler, replay):
+    """8 MB entity x 90 references: feedparser would expand 720 MB (under expat's 100x
+    amplification limit); without the check this crawl reached 2.3 GiB of RSS and died at the
+    3 GiB address-space limit set here. With it: about 140 MiB."""
+    replay.set_reply("/bomb.rss", Reply(body=_entity_bomb(8 << 20, 90), content_type="text/xml"))
+    url = f"url={replay.base_url}/bomb.rss"
+    result = crawler.command(
+        *["crawl", "feed", "-a", url, "-a", CATEGORIES, "-a", AUTHOR], memory_limit=3 << 30
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stat("feeds/entity_expansion") == 1
+    assert result.stat("listings/failed") == 1
+    assert (
+        f"Bad feed {replay.base_url}/bomb.rss: entity declarations in the DTD expand to more "
+        "than 1048576 bytes"
+    ) in result.stderr
+    assert result.posts() == {}
+    assert result.peak_rss_kib is not None
+    assert result.peak_rss_kib < 400 * 1024, result.peak_rss_kib
