@@ -30,7 +30,7 @@ from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import replace_doctype
 from lxml import etree
 from parsel.csstranslator import HTMLTranslator
-from scrapy.exceptions import DownloadCancelledError
+from scrapy.exceptions import DownloadCancelledError, IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.utils.response import get_base_url
 from twisted.internet.defer import CancelledError
@@ -583,11 +583,14 @@ class FeedSpider(PendingArticles, scrapy.Spider):
 
     def feed_failed(self, failure: Failure) -> None:
         url = failure.request.url
+        maxsize = failure.request.meta.get(
+            "download_maxsize", self.crawler.settings.getint("DOWNLOAD_MAXSIZE")
+        )
         if failure.check(DownloadCancelledError, CancelledError):
-            maxsize = failure.request.meta.get(
-                "download_maxsize", self.crawler.settings.getint("DOWNLOAD_MAXSIZE")
-            )
             reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes): download cancelled"
+            self._feed_error(FEEDS_TOO_BIG, url, reason)
+        elif failure.check(IgnoreRequest) and _too_big_decompressed(failure.value):
+            reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes) once decompressed: dropped"
             self._feed_error(FEEDS_TOO_BIG, url, reason)
         else:
             self._feed_error(FEEDS_UNREACHABLE, url, describe_failure(failure))
@@ -642,6 +645,17 @@ def _http_url(base: str, value: str) -> str | None:
     except ValueError:
         return None
     return url if split.scheme in ("http", "https") and split.netloc else None
+
+
+def _too_big_decompressed(exc: BaseException) -> bool:
+    """Whether Scrapy's HttpCompressionMiddleware dropped the response because its body grew
+    past DOWNLOAD_MAXSIZE while being decompressed (a gzip bomb, or merely a big feed sent
+    compressed). It raises IgnoreRequest from its own (private) exception, which carries the
+    sizes; the message is the fallback."""
+    cause = exc.__cause__
+    if cause is not None and hasattr(cause, "decompressed_size") and hasattr(cause, "max_size"):
+        return True
+    return "DOWNLOAD_MAXSIZE" in str(exc) and "decompress" in str(exc)
 
 
 def _header(response: Response, name: bytes) -> str | None:

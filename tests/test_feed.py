@@ -3,6 +3,7 @@ Atom feeds served by the replay server, plus its argument checks in-process."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -156,17 +157,37 @@ def test_malformed_but_readable_feed_is_used_and_reported(crawler, replay):
             {"DOWNLOAD_MAXSIZE": "500"},
         ),
         ("/missing.rss", "unreachable", "HTTP 404", {}),
+        (
+            "/gzipped.rss",
+            "too_big",
+            "larger than DOWNLOAD_MAXSIZE (100000 bytes) once decompressed",
+            {"DOWNLOAD_MAXSIZE": "100000"},
+        ),
+        (
+            "/gzip-bomb.rss",
+            "too_big",
+            "larger than DOWNLOAD_MAXSIZE (16777216 bytes) once decompressed",
+            {},
+        ),
     ],
 )
 def test_bad_feed_fails_the_run_with_a_clear_message(
     crawler, replay, path, stat, message, settings
 ):
+    feed = (FEEDS / "rsshub-zaker.rss").read_bytes()
+    padded = feed.replace(b"</channel>", b"<!--" + b" " * 200_000 + b"--></channel>")
+    gzipped = {"Content-Encoding": "gzip"}
+    replay.set_reply("/gzipped.rss", Reply(body=gzip.compress(padded), headers=gzipped))
+    # 64 MiB of zeros in 64 KiB; DOWNLOAD_MAXSIZE stays at the project's 16 MiB
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    replay.set_reply("/gzip-bomb.rss", Reply(body=bomb, headers=gzipped))
     result = crawl_feed(crawler, path, **settings)
     assert result.returncode == 1, result.stderr
     assert result.stat(f"feeds/{stat}") == 1
     assert result.stat("listings/failed") == 1
     assert f"Bad feed {replay.base_url}{path}: {message}" in result.stderr
     assert result.posts() == {}
+    assert result.stat("feeds/unreachable") == (stat == "unreachable")
 
 
 # --- re-runs -------------------------------------------------------------------------------
