@@ -5,6 +5,7 @@ counted, logged with its key and left for the next run."""
 from __future__ import annotations
 
 import logging
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
 from aggregator.pipelines.failed import article_failed
@@ -14,7 +15,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 from aggregator import stats as keys
 from aggregator.errors import ConfigError
 from aggregator.items import Article
-from aggregator.render.post import PostFields, render_post
+from aggregator.render.post import PostFields, post_timezone, render_post
 from aggregator.state.sqlite import dedupe_store_for
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
 
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def post_fields(item: Article) -> PostFields:
+def post_fields(item: Article, timezone: tzinfo | None = None) -> PostFields:
     assert item.published is not None, "ValidatePipeline fills published"
     return PostFields(
         title=item.title,
@@ -33,6 +34,7 @@ def post_fields(item: Article) -> PostFields:
         date=item.published,
         body_html=item.body,
         headimg=item.headimg,
+        timezone=timezone,
     )
 
 
@@ -41,6 +43,7 @@ class WritePipeline:
         self.crawler = crawler
         self.stats = crawler.stats
         self.storage = storage
+        self.timezone = post_timezone(crawler.settings)  # checked by the commands first
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> WritePipeline:
@@ -76,7 +79,7 @@ class WritePipeline:
             title=item.title,
             url=item.url,
             published=item.published,
-            data=render_post(post_fields(item)),
+            data=render_post(post_fields(item, self.timezone)),
         )
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))

@@ -35,6 +35,7 @@ from aggregator.ops.lock import LockHeld, RunLock
 from aggregator.ops.runstatus import EXIT_CONFIG, EXIT_LOCKED, check_spider_settings
 from aggregator.ops.sources import Source, load_sources, parse_names, select_sources, sources_file
 from aggregator.ops.summary import INTERRUPTED, RunSummary, SourceResult, utcnow, write_last_run
+from aggregator.render.post import post_timezone
 from aggregator.state.sqlite import state_dir
 from aggregator.storage import check_output_settings
 
@@ -108,6 +109,7 @@ class Command(ScrapyCommand):
     def _check_settings(self, selected: list[Source]) -> None:
         assert self.settings is not None and self.crawler_process is not None
         check_output_settings(self.settings)
+        post_timezone(self.settings)
         for source in selected:
             spidercls = self.crawler_process.spider_loader.load(source.spider)
             try:

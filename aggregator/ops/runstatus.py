@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from aggregator.render.post import post_timezone
 from aggregator.stats import failures
 from aggregator.storage import check_output_settings
 
@@ -46,9 +47,10 @@ def exit_status(crawlers: Iterable[Crawler], bootstrap_failed: bool = False) -> 
 
 def check_settings(settings: BaseSettings, spidercls: type, arguments: dict[str, Any]) -> None:
     """Settings mistakes are configuration errors found before anything starts (raises
-    aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, and whatever the
-    spider checks in its `check_settings` (e.g. the feed spider's RSSHUB_BASE)."""
+    aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, POST_TIMEZONE, and
+    whatever the spider checks in its `check_settings` (e.g. the feed spider's RSSHUB_BASE)."""
     check_output_settings(settings)
+    post_timezone(settings)
     check_spider_settings(settings, spidercls, arguments)
 
 

@@ -12,7 +12,7 @@ The layout is fixed by the reference post ``tests/fixtures/qutoutiao/expected/58
     headimg: '...'
     author: ...
     comments: false
-    date: Wed, 02 Feb 2022 08:08:41 GMT
+    date: Wed, 02 Feb 2022 08:08:41 GMT      (or '2022-02-02 16:08:41' with POST_TIMEZONE)
     thumbnail: '...'
     ---
     \\n
@@ -27,17 +27,27 @@ YAML 1.1 reader (PyYAML) or a YAML 1.2 reader (Hexo's js-yaml, ruamel.yaml) give
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
+from email.utils import format_datetime
 from functools import lru_cache
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+
+from aggregator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
 
 __all__ = [
     "PostFields",
     "parse_front_matter",
+    "post_timezone",
     "render_front_matter",
     "render_post",
     "rfc1123",
+    "wall_time",
 ]
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -52,9 +62,6 @@ _NOT_IN_A_LINE = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 # Plain scalars PyYAML leaves plain but the YAML 1.1 spec's bool type lists: quote them too.
 _YAML11_SHORT_BOOLS = frozenset({"y", "Y", "n", "N"})
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
 _BODY_OPEN = "<div>   \n"
 _BODY_CLOSE = "  \n</div>\n" + " " * 12
 
@@ -64,10 +71,11 @@ class PostFields:
     title: str
     categories: tuple[str, ...]  # [group, source, channel]
     author: str
-    date: datetime  # aware, any tz; rendered in GMT
+    date: datetime  # aware, any tz; rendered in GMT, or as wall time in `timezone`
     body_html: str
     headimg: str | None = None  # when None, both headimg and thumbnail keys are left out
     comments: bool = False
+    timezone: tzinfo | None = None  # POST_TIMEZONE: the blog's time zone
 
     def __post_init__(self) -> None:
         if not isinstance(self.categories, tuple):
@@ -81,6 +89,8 @@ class PostFields:
             _require_str("headimg", self.headimg)
         if not isinstance(self.comments, bool):
             raise TypeError(f"comments must be a bool, got {type(self.comments).__name__}")
+        if self.timezone is not None and not isinstance(self.timezone, tzinfo):
+            raise TypeError(f"timezone must be a tzinfo, got {type(self.timezone).__name__}")
         _require_aware(self.date)
 
 
@@ -100,11 +110,38 @@ def rfc1123(dt: datetime) -> str:
     """``'Wed, 02 Feb 2022 08:08:41 GMT'``: *dt* converted to UTC, English names whatever
     the locale. *dt* must be aware."""
     _require_aware(dt)
-    u = dt.astimezone(UTC)
-    return (
-        f"{_DAYS[u.weekday()]}, {u.day:02d} {_MONTHS[u.month - 1]} {u.year:04d} "
-        f"{u.hour:02d}:{u.minute:02d}:{u.second:02d} GMT"
+    return format_datetime(dt.astimezone(UTC), usegmt=True)
+
+
+def wall_time(dt: datetime, zone: tzinfo) -> str:
+    """``'2022-02-02 16:08:41'``: the wall-clock time of *dt* (aware) in *zone*.
+
+    Hexo reads a front-matter date as wall time in the site's ``timezone`` setting: it
+    ignores ``GMT``/``Z`` (an absolute date is moved by the difference between the build
+    machine's zone and the site's), but this form, quoted (a string for js-yaml) or not (a
+    YAML timestamp), is read as the site's wall time in every zone the build runs in, so
+    ``post.date`` is *dt*. In the hour a daylight-saving change repeats, Hexo may pick the
+    other of the two instants."""
+    _require_aware(dt)
+    t = dt.astimezone(zone)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
+def post_timezone(settings: BaseSettings) -> ZoneInfo | None:
+    """The POST_TIMEZONE setting: None when unset or empty (dates in GMT, the reference
+    format), else the IANA zone it names. A bad name raises ConfigError."""
+    name = settings.get("POST_TIMEZONE")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return None
+    problem = (
+        f"setting POST_TIMEZONE={name!r}: expected an IANA time zone name such as Asia/Shanghai"
     )
+    if not isinstance(name, str):
+        raise ConfigError(problem)
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ConfigError(problem) from exc
 
 
 @lru_cache(maxsize=4096)
@@ -174,7 +211,11 @@ def render_front_matter(fields: PostFields) -> str:
         lines.append(f"headimg: {_quoted(fields.headimg)}")
     lines.append(f"author: {_plain_if_portable(fields.author)}")
     lines.append(f"comments: {'true' if fields.comments else 'false'}")
-    lines.append(f"date: {_plain_if_portable(rfc1123(fields.date))}")
+    if fields.timezone is None:
+        date = rfc1123(fields.date)
+    else:
+        date = wall_time(fields.date, fields.timezone)
+    lines.append(f"date: {_plain_if_portable(date)}")
     if fields.headimg is not None:
         lines.append(f"thumbnail: {_quoted(fields.headimg)}")
     lines.append("---")
