@@ -8,7 +8,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPORT_NAMES = {"python-frontmatter": "frontmatter", "PyYAML": "yaml"}
+# tzdata is zoneinfo's fallback data: used wherever zoneinfo is
+IMPORT_NAMES = {"python-frontmatter": "frontmatter", "PyYAML": "yaml", "tzdata": "zoneinfo"}
 
 
 def runtime_requirements() -> dict[str, str]:
