@@ -229,11 +229,42 @@ def test_uploads_run_in_parallel_bounded_and_faults_are_resolved_in_a_crawl(
     result = crawler.crawl("qutoutiao", "cid=10", S3_MAX_UPLOADS="2", **settings)
     assert result.returncode == 0, result.stderr
     assert result.stat("s3/peak_in_flight") == 2
+    assert fault_proxy.peak_in_flight("PUT") <= 2  # as the server saw them
     assert result.stat("s3/conflict_retries") == 1
     assert result.stat("s3/already_ours") == 1  # 1002: our PUT landed, its answer was lost
     assert result.stat("s3/uploaded") == 5
     assert result.stat("articles/new") == 6
     assert manifest_article_keys(s3_bucket) == CID10
+
+
+def test_slow_uploads_all_land_in_the_bucket_and_the_manifest_before_the_run_ends(
+    crawler, replay, s3_bucket, fault_proxy
+):
+    # Every post's PUT is answered late, the last article's much later: the crawl has run out
+    # of requests long before the uploads are done. The run must still end with every post in
+    # the bucket, in its manifest and in its stats, so nothing may let the storage close (send
+    # the manifest, stop its threads) while an upload is in flight.
+    fault_proxy.delay("PUT", ".md", 0.5)
+    fault_proxy.delay("PUT", "/qutoutiao-1006.md", 1.5)
+    settings = s3_bucket.settings(endpoint_url=fault_proxy.endpoint_url)
+    result = crawler.crawl("qutoutiao", "cid=10", S3_MAX_UPLOADS="3", **settings)
+    assert result.returncode == 0, result.stderr
+
+    assert set(s3_bucket.object_keys("blog/qutoutiao/")) == post_keys()
+    assert len(s3_bucket.manifests()) == 1
+    assert manifest_article_keys(s3_bucket) == CID10
+    assert result.stat("articles/new") == 6
+    assert result.stat("s3/uploaded") == 6
+    assert result.stat("s3/manifest_lines") == 6
+    assert store(crawler.state).published_among(CID10) == set(CID10)
+    # the manifest was sent after the last post's PUT was answered
+    posts = [r for r in fault_proxy.relayed if r.method == "PUT" and r.path.endswith(".md")]
+    (manifest,) = [r for r in fault_proxy.relayed if r.path.endswith(".jsonl")]
+    assert len(posts) == 6
+    assert manifest.arrived >= max(r.answered for r in posts)
+    # uploads overlapped, never more than S3_MAX_UPLOADS at once, counted at the server's door
+    assert 2 <= fault_proxy.peak_in_flight("PUT") <= 3
+    assert 2 <= result.stat("s3/peak_in_flight") <= 3
 
 
 # --- the blocking half, with injected faults -------------------------------------------------
