@@ -96,7 +96,7 @@ class ObjectLayout:
         return f"s3://{self.bucket}/{key}"
 
 
-def utc_iso(moment: datetime) -> str:
+def _utc_iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -117,7 +117,7 @@ def post_metadata(post: PostRecord, sha256: str, *, writer_id: str, run_id: str)
     return {
         **_url_metadata(post.url),
         "article-key": post.key,
-        "published": utc_iso(post.published),
+        "published": _utc_iso(post.published),
         "sha256": sha256,
         "writer": writer_id,
         "run": run_id,
@@ -225,7 +225,7 @@ class S3Uploader:
                 "article_key": post.key,
                 "title": post.title,
                 "url": post.url,
-                "published": utc_iso(post.published),
+                "published": _utc_iso(post.published),
                 "sha256": sha256,
                 "size": len(post.data),
             }
