@@ -10,6 +10,7 @@ from urllib.parse import urljoin
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
+from aggregator.images.addresses import SourceRecorder
 from aggregator.items import Article
 from aggregator.render.html import ImageProxy, normalise_html
 
@@ -35,16 +36,21 @@ class NormalizeHtmlPipeline:
         return cls(crawler.stats, proxy)
 
     def process_item(self, item: Article) -> Article:
-        result = normalise_html(item.body, item.base_url or item.url, self.proxy)
+        # The recorder proxies exactly as self.proxy does and remembers each image's original
+        # URL, which the image mirror (pipelines/images.py) downloads.
+        recorder = SourceRecorder(self.proxy)
+        base_url = item.base_url or item.url
+        result = normalise_html(item.body, base_url, recorder)  # type: ignore[arg-type]
         if not result.html.strip():
             self.stats.inc_value(keys.dropped("empty_after_sanitising"))
             raise DropItem("nothing left after sanitising", log_level="WARNING")
         item.body = result.html
         item.images = result.images
-        item.headimg = self._headimg(item)
+        item.headimg = self._headimg(item, recorder)
+        item.image_sources = recorder.sources
         return item
 
-    def _headimg(self, item: Article) -> str | None:
+    def _headimg(self, item: Article, proxy: SourceRecorder | ImageProxy) -> str | None:
         """The first real image of the article, else the listing's first usable cover.
         `data:` images are skipped: they are lazy-loading placeholders, not pictures."""
         for image in item.images:
@@ -54,5 +60,5 @@ class NormalizeHtmlPipeline:
             if isinstance(cover, str) and cover.strip().lower().startswith(
                 ("http://", "https://", "//")
             ):
-                return self.proxy.apply(urljoin(item.url, cover.strip()))
+                return proxy.apply(urljoin(item.url, cover.strip()))
         return None
