@@ -76,6 +76,7 @@ class WritePipeline:
             url=item.url,
             published=item.published,
             data=render_post(post_fields(item)),
+            images=tuple(item.mirrored_images),
         )
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))

@@ -439,6 +439,8 @@ class S3PostStorage:
                 "sha256": sha256,
                 "size": len(post.data),
             }
+            if post.images:
+                entry["images"] = list(post.images)
         outcome = "created" if new else ("ours" if ours else "existing")
         return Uploaded(
             StoreResult(self.location(key), created=ours), outcome, conflicts, len(post.data), entry
