@@ -98,3 +98,7 @@ def check_output_settings(settings: BaseSettings) -> None:
             check(uri, settings)
     except NotConfigured as exc:
         raise ConfigError(str(exc)) from exc
+    # Mirrored images are output too (IMAGES_MIRROR_*; nothing to check when mirroring is off).
+    from aggregator.images.settings import check_image_settings
+
+    check_image_settings(settings)
