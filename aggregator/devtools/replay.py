@@ -52,6 +52,14 @@ IMAGE_CONTENT_TYPES = {
 FIXED_LAST_MODIFIED = email.utils.formatdate(1_700_000_000, usegmt=True)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of new connections (a crawl opening
+    # connections to a second host, say) overflows it, the kernel drops the SYNs and each
+    # client waits a full second before trying again, stalling the whole crawl.
+    request_queue_size = 128
+    daemon_threads = True
+
+
 @dataclass
 class Reply:
     """A canned response that overrides a path (with or without its query) for `times` hits."""
@@ -87,8 +95,7 @@ class ReplayServer:
         self.requests: list[str] = []
         self.referers: list[tuple[str, str | None]] = []  # (target, Referer header)
         self.latency = latency
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
