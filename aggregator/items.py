@@ -58,6 +58,7 @@ class Article:
     xml:base, a redirected or `<base href>` page). `retry` is what the spider needs to make the
     article again if it fails on its way (JSON-safe; see aggregator.state.pending). `aliases`
     are keys the article had under an older key scheme: if one of them is published, so is it.
+    `image_sources` and `mirrored_images` are for the image mirror (pipelines/images.py).
     """
 
     key: str
@@ -77,6 +78,10 @@ class Article:
     base_url: str | None = None
     retry: dict[str, Any] | None = None
     aliases: list[str] = field(default_factory=list)
+    # original image URL -> the address the normaliser wrote for it (proxied or not)
+    image_sources: dict[str, str] = field(default_factory=dict)
+    # the stored objects the post points at, when images are mirrored (IMAGES_MIRROR_URI)
+    mirrored_images: list[str] = field(default_factory=list)
 
     @property
     def categories(self) -> list[str]:

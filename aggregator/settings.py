@@ -40,6 +40,7 @@ FEED_EXPORT_ENCODING = "utf-8"
 ITEM_PIPELINES = {
     "aggregator.pipelines.validate.ValidatePipeline": 100,
     "aggregator.pipelines.normalize.NormalizeHtmlPipeline": 200,
+    "aggregator.pipelines.images.ImageMirrorPipeline": 350,  # off unless IMAGES_MIRROR_URI
     "aggregator.pipelines.write.WritePipeline": 400,
 }
 # "Already published?" is decided here, once, for every request and item that names an article
@@ -56,6 +57,22 @@ QUTOUTIAO_API_BASE = "http://api.1sapp.com"
 IMAGE_PROXY = "https://cors.zfour.workers.dev/?"
 # When non-empty, only images on these hosts are proxied.
 IMAGE_PROXY_HOSTS: list[str] = []
+
+# --- image mirroring (pipelines/images.py; README "Image mirroring") -------------------------
+# Where images are stored: a directory, file:// or s3://bucket/prefix. None: no mirroring.
+IMAGES_MIRROR_URI: str | None = None
+# Where the blog serves IMAGES_MIRROR_URI: https://img.example.com/ or /images/.
+IMAGES_MIRROR_BASE_URL: str | None = None
+# Days after which a stored image is downloaded again for a new article (0: never).
+IMAGES_MIRROR_EXPIRES = 0
+# Larger images are not mirrored (their download is cancelled).
+IMAGES_MIRROR_MAXSIZE = 10 * 1024 * 1024
+# host (and subdomains; "*" for the rest) -> "article" (the default), "none" or a fixed URL
+IMAGES_MIRROR_REFERER: dict[str, str] = {}
+# True: an article with an image that could not be mirrored is kept pending, not published.
+IMAGES_MIRROR_REQUIRED = False
+# Cache-Control of S3 image objects (a stored image never changes).
+IMAGES_MIRROR_CACHE_CONTROL = "public, max-age=31536000, immutable"
 
 # --- state: published and pending articles, records, locks --------------------------------
 STATE_DIR = os.environ.get("AGGREGATOR_STATE_DIR", ".state")

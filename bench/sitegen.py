@@ -10,7 +10,8 @@ the server's address goes.
              #   -s QUTOUTIAO_API_BASE={server.base_url}
 
 The content is seeded, so two runs (or two benchmarks) crawl the same bytes. Bodies are
-~1-3 KB of Chinese text with a lazy-loaded image, like the real source.
+~1-3 KB of Chinese text with a lazy-loaded image (or several, with the image files themselves
+for bench/bench_images.py), like the real source.
 """
 
 from __future__ import annotations
@@ -46,13 +47,22 @@ def _paragraph(rng: random.Random) -> str:
     return "<p>" + "".join(rng.choice(HANZI) for _ in range(rng.randint(40, 160))) + "。</p>"
 
 
-def _body(rng: random.Random, article_id: str) -> str:
+def _body(
+    rng: random.Random, article_id: str, images: int, image_base: str
+) -> tuple[str, list[str]]:
+    """The body, with `images` lazy images spread between its paragraphs, and their paths
+    under `image_base`."""
     paragraphs = [_paragraph(rng) for _ in range(rng.randint(2, 6))]
-    image = (
-        f'<p><img data-src="http://img.example.cn/{article_id}/{rng.getrandbits(48):012x}.jpg"></p>'
-    )
-    paragraphs.insert(len(paragraphs) // 2, image)
-    return "".join(paragraphs)
+    paths = [f"{article_id}/{rng.getrandbits(48):012x}.jpg" for _ in range(images)]
+    slots = [len(paragraphs) * (k + 1) // (images + 1) for k in range(images)]
+    for slot, path in reversed(list(zip(slots, paths, strict=True))):
+        paragraphs.insert(slot, f'<p><img data-src="{image_base}/{path}"></p>')
+    return "".join(paragraphs), paths
+
+
+def _image(path: str, size: int) -> bytes:
+    """JPEG-shaped bytes (what the mirror sniffs), seeded by the path: the same every run."""
+    return b"\xff\xd8\xff\xe0" + random.Random(path).randbytes(max(0, size - 6)) + b"\xff\xd9"
 
 
 def generate_site(
@@ -63,10 +73,17 @@ def generate_site(
     per_page: int = 20,
     html_only: bool = False,
     seed: int = 5,
+    images_per_article: int = 1,
+    image_base: str = "http://img.example.cn",
+    image_bytes: int = 0,
 ) -> GeneratedSite:
     """Write a site of `articles` articles into `directory`, newest first, `per_page` to a
     listing page. With `html_only` the listings carry no `detail_url`, so the spider reads
-    each body from the article page instead of the JSON detail."""
+    each body from the article page instead of the JSON detail.
+
+    Each body has `images_per_article` images at `image_base/{id}/{hex}.jpg`. With
+    `image_bytes`, those files are written too, under `directory/img/`, that many bytes each
+    (serve them with `image_base` = the replay server's address + `/img`)."""
     if articles < 1 or per_page < 1:
         raise ValueError("a site needs at least one article and one article per page")
     root = Path(directory)
@@ -76,7 +93,11 @@ def generate_site(
     entries = []
     for index in range(articles):
         article_id = str(FIRST_ID + index)
-        body = _body(rng, article_id)
+        body, image_paths = _body(rng, article_id, images_per_article, image_base)
+        for path in image_paths if image_bytes else ():
+            target = root / "img" / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(_image(path, image_bytes))
         detail = {"code": 0, "id": article_id, "detail": body}
         (root / "detail_json" / f"{article_id}.json").write_text(
             json.dumps(detail, ensure_ascii=False), encoding="utf-8"

@@ -16,6 +16,7 @@ from itemadapter import ItemAdapter
 from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
+from aggregator.images.addresses import SourceRecorder
 from aggregator.render.html import ImageProxy, normalise_html
 from aggregator.state.pending import ArticleFailed
 
@@ -45,8 +46,11 @@ class NormalizeHtmlPipeline:
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         url = adapter["url"]
+        # The recorder proxies exactly as self.proxy does and remembers each image's original
+        # URL, which the image mirror (pipelines/images.py) downloads.
+        recorder = SourceRecorder(self.proxy)
         try:
-            result = self.normalise(adapter["body"], adapter.get("base_url") or url, self.proxy)
+            result = self.normalise(adapter["body"], adapter.get("base_url") or url, recorder)
         except Exception as exc:
             # kept as pending and logged with its key by the pending recorder; the traceback
             # goes to the log at DEBUG (Scrapy's item_error line)
@@ -56,10 +60,13 @@ class NormalizeHtmlPipeline:
             raise DropItem("nothing left after sanitising", log_level="WARNING")
         adapter["body"] = result.html
         adapter["images"] = result.images
-        adapter["headimg"] = self._headimg(result.images, adapter.get("cover") or [], url)
+        adapter["headimg"] = self._headimg(result.images, adapter.get("cover") or [], url, recorder)
+        adapter["image_sources"] = recorder.sources
         return item
 
-    def _headimg(self, images: list[str], covers: list[Any], url: str) -> str | None:
+    def _headimg(
+        self, images: list[str], covers: list[Any], url: str, proxy: SourceRecorder | ImageProxy
+    ) -> str | None:
         """The first real image of the article, else the listing's first usable cover.
         `data:` images are skipped: they are lazy-loading placeholders, not pictures."""
         for image in images:
@@ -69,5 +76,5 @@ class NormalizeHtmlPipeline:
             if isinstance(cover, str) and cover.strip().lower().startswith(
                 ("http://", "https://", "//")
             ):
-                return self.proxy.apply(urljoin(url, cover.strip()))
+                return proxy.apply(urljoin(url, cover.strip()))
         return None

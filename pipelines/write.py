@@ -93,6 +93,7 @@ class WritePipeline:
             url=adapter["url"],
             published=adapter["published"],
             data=render_post(post_fields(adapter, self.timezone)),
+            images=tuple(adapter.get("mirrored_images") or ()),
         )
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))

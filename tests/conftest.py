@@ -29,7 +29,8 @@ TEST_SETTINGS = {
 
 @pytest.fixture(scope="session")
 def replay_server():
-    with ReplayServer([FIXTURES / "site", REFERENCE, FIXTURES / "feeds"]) as server:
+    roots = [FIXTURES / "site", REFERENCE, FIXTURES / "feeds", FIXTURES / "images"]
+    with ReplayServer(roots) as server:
         yield server
 
 

@@ -6,10 +6,13 @@ import json
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from aggregator.devtools.replay import Reply
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def get(url: str, headers: dict | None = None) -> tuple[int, bytes, dict]:
@@ -74,3 +77,21 @@ def test_latency_delays_every_answer(replay):
         replay.latency = 0.0
     assert status == 200
     assert waited >= 0.3
+
+
+def test_images_are_served_byte_for_byte_with_their_type(replay):
+    status, body, headers = get(f"{replay.base_url}/img/anim.gif")
+    assert status == 200 and headers["Content-Type"] == "image/gif"
+    assert body == (FIXTURES / "images" / "img" / "anim.gif").read_bytes()
+
+
+def test_a_reply_can_refuse_requests_without_the_expected_referer(replay):
+    page = f"{replay.base_url}/detail/1.html"
+    replay.set_reply("/img/x.jpg", Reply(body=b"\xff\xd8\xff", referer_prefix=page))
+    assert get(f"{replay.base_url}/img/x.jpg")[0] == 403
+    assert get(f"{replay.base_url}/img/x.jpg", {"Referer": "http://elsewhere/"})[0] == 403
+    assert get(f"{replay.base_url}/img/x.jpg", {"Referer": page + "?a=1"})[:2] == (
+        200,
+        b"\xff\xd8\xff",
+    )
+    assert [referer for _, referer in replay.referers] == [None, "http://elsewhere/", page + "?a=1"]

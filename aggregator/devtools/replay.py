@@ -39,8 +39,25 @@ CONTENT_TYPES = {
     ".txt": "text/plain; charset=utf-8",
 }
 TEXT_SUFFIXES = set(CONTENT_TYPES)
+# Served byte for byte, no __BASE__ substitution (the image mirror's fixtures).
+IMAGE_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".svg": "image/svg+xml",
+}
 # A fixed Last-Modified keeps conditional requests reproducible across runs and machines.
 FIXED_LAST_MODIFIED = email.utils.formatdate(1_700_000_000, usegmt=True)
+
+
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of new connections (a crawl opening
+    # connections to a second host, say) overflows it, the kernel drops the SYNs and each
+    # client waits a full second before trying again, stalling the whole crawl.
+    request_queue_size = 128
+    daemon_threads = True
 
 
 @dataclass
@@ -53,6 +70,8 @@ class Reply:
     times: int | None = None  # None: for good
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Content-Encoding
+    # When set, a request whose Referer does not start with it gets a 403 (a hotlink refusal).
+    referer_prefix: str | None = None
 
 
 class ReplayServer:
@@ -75,9 +94,9 @@ class ReplayServer:
         self._overrides: dict[str, Reply] = {}
         self._lock = threading.Lock()
         self.requests: list[str] = []
+        self.referers: list[tuple[str, str | None]] = []  # (target, Referer header)
         self.latency = latency
-        self._httpd = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -119,6 +138,7 @@ class ReplayServer:
         with self._lock:
             self._overrides.clear()
             self.requests.clear()
+            self.referers.clear()
 
     def hits(self, prefix: str) -> int:
         """How many requests so far had a path (with query) starting with `prefix`."""
@@ -146,16 +166,23 @@ class ReplayServer:
                 return candidate
         return None
 
-    def resolve(self, target: str) -> tuple[int, bytes, str, dict[str, str]]:
+    def resolve(
+        self, target: str, referer: str | None = None
+    ) -> tuple[int, bytes, str, dict[str, str]]:
         """Status, body, content type and other headers for a request target, from overrides
         or the roots."""
         parts = urlsplit(target)
         with self._lock:
             self.requests.append(target)
+            self.referers.append((target, referer))
         reply = self._override(target, parts.path)
         if reply is not None:
             if reply.delay:
                 time.sleep(reply.delay)
+            if reply.referer_prefix is not None and not (referer or "").startswith(
+                reply.referer_prefix
+            ):
+                return 403, b"hotlinking refused", "text/plain; charset=utf-8", {}
             return reply.status, reply.body, reply.content_type, reply.headers
         if parts.path == LISTING_PATH:
             query = parse_qs(parts.query)
@@ -172,7 +199,8 @@ class ReplayServer:
         body = found.read_bytes()
         if found.suffix in TEXT_SUFFIXES:
             body = body.replace(b"__BASE__", self.base_url.encode())
-        return 200, body, CONTENT_TYPES.get(found.suffix, "application/octet-stream"), {}
+        content_type = CONTENT_TYPES.get(found.suffix) or IMAGE_CONTENT_TYPES.get(found.suffix)
+        return 200, body, content_type or "application/octet-stream", {}
 
 
 def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
@@ -185,7 +213,9 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if server.latency:
                 time.sleep(server.latency)
-            status, body, content_type, headers = server.resolve(self.path)
+            status, body, content_type, headers = server.resolve(
+                self.path, self.headers.get("Referer")
+            )
             etag = '"' + hashlib.sha1(body).hexdigest() + '"'
             if status == 200 and self._not_modified(etag):
                 self.send_response(304)

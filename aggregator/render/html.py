@@ -314,6 +314,12 @@ def _split_srcset(value: str) -> list[tuple[str, str]]:
         candidates.append((url, " ".join(descriptors.group().split())))
 
 
+def split_srcset(value: str) -> list[tuple[str, str]]:
+    """A `srcset` as (URL, descriptors) candidates, parsed as the HTML spec does; image
+    mirroring reads the normalised body's srcset values with it."""
+    return _split_srcset(value)
+
+
 def _rewrite_srcset(value: str, base_url: str, proxy: ImageProxy) -> str | None:
     rewritten = []
     for url, descriptors in _split_srcset(value):

@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PostRecord:
-    """A rendered post and what a backend may want to say about it."""
+    """A rendered post and what a backend may want to say about it. `images`: the mirrored
+    image objects the post points at (keys in IMAGES_MIRROR_URI), for the S3 manifest."""
 
     key: str
     site: str
@@ -42,6 +43,7 @@ class PostRecord:
     url: str
     published: datetime
     data: bytes
+    images: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,7 @@ def check_output_settings(settings: BaseSettings) -> None:
             check(uri, settings)
     except NotConfigured as exc:
         raise ConfigError(str(exc)) from exc
+    # Mirrored images are output too (IMAGES_MIRROR_*; nothing to check when mirroring is off).
+    from aggregator.images.settings import check_image_settings
+
+    check_image_settings(settings)

@@ -229,6 +229,8 @@ class S3Uploader:
                 "sha256": sha256,
                 "size": len(post.data),
             }
+            if post.images:
+                entry["images"] = list(post.images)
         outcome = "created" if new else ("ours" if ours else "existing")
         location = self.layout.location(key)
         return Uploaded(
