@@ -90,7 +90,8 @@ def test_published_and_repeated_articles_are_dropped_and_counted(tmp_path):
 
     first, second = run(scenario())
     assert [getattr(x, "url", x) for x in first] == ["http://example.com/d/q-new", "other"]
-    assert first[0].meta[CLAIMED] is True
+    # the claim's owner travels with the request (a cluster worker serving it may not be ours)
+    assert first[0].meta[CLAIMED] == crawl_state(crawler).owner
     assert second == []  # listed again in the same crawl: fetched once
     assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 2
 
@@ -190,6 +191,32 @@ def test_a_failed_article_request_is_kept_pending_counted_logged_and_released(tm
     assert crawler.stats.get_value(keys.ARTICLES_FAILED) == 1
     assert crawler.stats.get_value(keys.ARTICLES_PENDING) == 1
     assert "Article q-9 <http://example.com/d/q-9> failed: detail is not JSON" in caplog.text
+
+
+def test_a_failed_request_releases_the_claim_it_carries_whoever_made_it(tmp_path):
+    """In a cluster, worker A's listing claims the article and worker B fetches it: B's
+    failure must release A's claim, not look for one of its own."""
+    crawler = project_crawler(tmp_path, STATE_CLAIM_OWNER="worker-b")
+    component = crawl_state(crawler)
+    assert component.owner == "worker-b"
+    request = detail_request("q-10", **{CLAIMED: "worker-a"})
+
+    async def scenario():
+        state = await component.open()
+        assert await state.published.claim(["q-10"], "worker-a", 60) == {"q-10"}
+        try:
+            raise ArticleFailed("HTTP 503")
+        except ArticleFailed:
+            failure = Failure()
+        response = HtmlResponse(request.url, body=b"", request=request)
+        crawler.signals.send_catch_log(
+            signals.spider_error, failure=failure, response=response, spider=crawler.spider
+        )
+        await component.engine_stopped()
+        await state.open()
+        return await state.published.claim(["q-10"], "next run", 60)
+
+    assert run(scenario()) == {"q-10"}
 
 
 def test_a_post_that_could_not_be_written_is_kept_pending(tmp_path, caplog):

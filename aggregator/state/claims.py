@@ -8,7 +8,9 @@ this crawl holds its claim in the crawl state.
   worker), is dropped and counted as `aggregator/articles/duplicate`. Two crawls can never both
   fetch, let alone publish, one article.
 - The item made from an article's own response carries the claim its request won (the request's
-  `meta["article_claimed"]`), so it is not claimed again.
+  `meta["article_claimed"]`: the owner that holds it), so it is not claimed again. In a cluster
+  the request may be served by another worker than the one whose listing claimed it: the owner
+  travels with it, so a failure there releases the right claim.
 - A listing's next page (`meta["listing_next_page"]`) is followed only while the listing still
   shows something new: when every article on a page is already published, the crawl stops there.
 """
@@ -29,7 +31,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-__all__ = ["ClaimMiddleware", "article_key_of"]
+__all__ = ["ClaimMiddleware", "article_key_of", "claim_owner_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ class ClaimMiddleware:
                 held.discard(key)  # a second request or item for it in this batch is a repeat
                 new += 1
                 if isinstance(element, Request):
-                    element.meta[CLAIMED] = True
+                    element.meta[CLAIMED] = component.owner
                 kept.append(element)
             else:
                 self.stats.inc_value(keys.ARTICLES_DUPLICATE)
@@ -116,6 +118,12 @@ class ClaimMiddleware:
                 "Every article on the listing before %s is published: stopping", request.url
             )
         return [e for e in kept if e not in follow]
+
+
+def claim_owner_of(request: Any) -> str | None:
+    """The owner of the claim an article's request won (None: not claimed through it)."""
+    owner = getattr(request, "meta", {}).get(CLAIMED)
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _inherited_claim(response: Response | None) -> str | None:
