@@ -8,7 +8,11 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPORT_NAMES = {"python-frontmatter": "frontmatter", "PyYAML": "yaml"}
+IMPORT_NAMES = {
+    "python-frontmatter": "frontmatter",
+    "PyYAML": "yaml",
+    "scrapy-redis": "scrapy_redis",
+}
 
 
 def runtime_requirements() -> dict[str, str]:
