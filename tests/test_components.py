@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.items import Article, Channel
-from aggregator.state.claims import CLAIMED, NEXT_PAGE, ClaimMiddleware
+from aggregator.state.claims import CLAIMED, NEXT_PAGE, RECHECK, ClaimMiddleware
 from aggregator.state.component import CrawlStateExtension, crawl_state
 from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
 from aggregator.storage import StoreResult
@@ -114,6 +114,32 @@ def test_an_article_from_its_own_claimed_response_passes_and_feed_items_are_clai
     assert [a.key for a in own] == ["q-1"]
     assert [x["key"] if isinstance(x, dict) else x.key for x in from_feed] == ["f-1", "f-2"]
     assert again == []
+
+
+def test_a_redone_request_keeps_its_claim_but_not_an_article_published_meanwhile(tmp_path):
+    """A cluster worker died holding the request (maybe after writing the post): whoever does
+    it again checks "published?" before the item goes on."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+
+    def redone(key):
+        request = detail_request(key, **{CLAIMED: "dead-worker", RECHECK: True})
+        return HtmlResponse(request.url, body=b"", request=request)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("q-done", "out/q-done.md")])
+        done = await collect(
+            middleware.process_spider_output(redone("q-done"), aiter([article("q-done")]))
+        )
+        todo = await collect(
+            middleware.process_spider_output(redone("q-todo"), aiter([article("q-todo")]))
+        )
+        return done, todo
+
+    done, todo = run(scenario())
+    assert done == [] and [a.key for a in todo] == ["q-todo"]
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
 
 
 def test_a_listing_whose_articles_are_all_published_is_not_followed(tmp_path, caplog):

@@ -116,7 +116,29 @@ class Coordinator:
             logger.error("Could not release the cluster lock: %s", exc)
 
     # --- the run -----------------------------------------------------------------------------
+    def _patiently(self, call: Any) -> Any:
+        """`call()`, waiting out a Redis outage (up to CLUSTER_RETRY_MAX_WAIT seconds)."""
+        deadline = time.monotonic() + self.settings.getfloat("CLUSTER_RETRY_MAX_WAIT", 300.0)
+        while True:
+            try:
+                result = call()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise
+                if not self._down:
+                    logger.error("Redis is unreachable (%s): waiting for it", exc)
+                    self._down = True
+                time.sleep(1)
+                continue
+            if self._down:
+                logger.warning("Redis is back: the run carries on")
+                self._down = False
+            return result
+
     def _set_run(self, status: str) -> None:
+        self._patiently(lambda: self._write_run(status))
+
+    def _write_run(self, status: str) -> None:
         sources = {
             s.name: {"spider": s.spider, "arguments": s.spider_arguments()} for s in self.sources
         }
@@ -231,7 +253,7 @@ class Coordinator:
         (or stopped heartbeating)."""
         deadline = time.monotonic() + self.lease + 10
         while True:
-            reports, waiting = self._read_reports()
+            reports, waiting = self._patiently(self._read_reports)
             if not waiting or time.monotonic() > deadline:
                 if waiting:
                     logger.warning("No final stats from %s: using their last", ", ".join(waiting))
@@ -239,18 +261,22 @@ class Coordinator:
             time.sleep(0.25)
 
     def _read_reports(self) -> tuple[dict[str, list[dict[str, Any]]], set[str]]:
-        workers = {}
-        for worker_id, raw in self.server.hgetall(self.keys.workers).items():
+        """Each source's reports (one per worker process: a worker restarted under the same id
+        reports apart from its previous life) and the processes still expected to send a
+        final one (alive: heartbeating, as that same process)."""
+        alive = set()
+        now = time.time()
+        for raw in self.server.hvals(self.keys.workers):
             try:
                 record = json.loads(raw)
-                workers[worker_id.decode()] = float(record["heartbeat"])
+                if now - float(record["heartbeat"]) < self.lease:
+                    alive.add(f"{record['id']}/{record['incarnation']}")
             except (ValueError, KeyError, TypeError):
                 continue
         reports: dict[str, list[dict[str, Any]]] = {}
         waiting: set[str] = set()
-        now = time.time()
         for source in self.sources:
-            for worker_id, raw in self.server.hgetall(
+            for reporter, raw in self.server.hgetall(
                 self.keys.stats(self.run_id, source.name)
             ).items():
                 try:
@@ -260,9 +286,8 @@ class Coordinator:
                         continue
                 except (ValueError, KeyError, TypeError):
                     continue
-                worker = worker_id.decode()
-                alive = now - workers.get(worker, 0) < self.lease
-                if not report.get("final") and alive:
-                    waiting.add(worker)
+                name = reporter.decode("utf-8", "replace")
+                if not report.get("final") and name in alive:
+                    waiting.add(name)
                 reports.setdefault(source.name, []).append(stats)
         return reports, waiting

@@ -51,7 +51,7 @@ class ClusterKeys:
         return f"{self.prefix}:lock"
 
     def stats(self, run: str, source: str) -> str:
-        """HASH worker id -> JSON {stats, final} of one source in one run."""
+        """HASH "worker id/incarnation" -> JSON {stats, final} of one source in one run."""
         return f"{self.prefix}:run:{run}:stats:{source}"
 
     def rate(self, domain: str) -> str:

@@ -7,9 +7,13 @@ it came from and what it is). The worker acks the lease once the request is comp
 leases while it lives; a lease whose deadline passes (its worker died) is put back in its queue
 by whoever reaps next (every worker and the coordinator do, every few seconds). The request goes
 straight back to the queue, past the dupefilter, so a lost request never stays "seen"; its
-payload's digest goes into the `requeued` set, and whoever pops it next drops the article claim
-it carried, so its article is claimed afresh: if the dead worker had published it, it is a
-duplicate now, not a second post.
+payload's digest goes into the `requeued` set, and whoever pops it next marks it
+`article_recheck`: its article's claim still holds, but the claim middleware checks whether the
+dead worker published it before its item goes on (a duplicate then, not a second post).
+
+A push is one Lua script too: the dupefilter's SADD of the fingerprint and the ZADD of the
+request together, so a worker dying between the two cannot leave a request "seen" but never
+queued.
 
 Requests are JSON (aggregator.cluster.serializer); what comes out of Redis is checked before it
 becomes a request: its class, callbacks (public methods of the source's spider) and types.
@@ -29,16 +33,28 @@ from scrapy_redis.queue import Base
 
 from aggregator import stats as keys_
 from aggregator.cluster.keys import ClusterKeys
-from aggregator.state.claims import CLAIMED
+from aggregator.state.claims import RECHECK
 
-__all__ = ["LEASE_META", "REQUEUED_META", "LeasingQueue", "encode_request", "requeue_expired"]
+__all__ = [
+    "INCARNATION",
+    "LEASE_META",
+    "LeasingQueue",
+    "encode_request",
+    "requeue_expired",
+]
 
 logger = logging.getLogger(__name__)
 
 LEASE_META = "cluster_lease"
-REQUEUED_META = "cluster_requeued"
 # Scrapy's and ours, about this process's handling of the request: never queued.
-DROP_META = ("download_slot", "download_latency", "depth", LEASE_META, REQUEUED_META)
+DROP_META = ("download_slot", "download_latency", "depth", LEASE_META, RECHECK)
+
+# KEYS: seen, queue; ARGV: fingerprint ('' = not filtered), score, payload. 1 queued, 0 seen.
+PUSH_LUA = """
+if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
 
 # KEYS: queue, inflight, leases, requeued; ARGV: lease id, deadline (ms).
 # Returns {payload, 1 if it was put back after an expired lease else 0}, or false.
@@ -84,7 +100,7 @@ return #ARGV
 _counter = itertools.count()
 # Lease ids are unique per process, so a worker restarted under the same CLUSTER_WORKER_ID never
 # reuses (and overwrites) a lease its previous life still holds.
-_INCARNATION = uuid.uuid4().hex[:8]
+INCARNATION = uuid.uuid4().hex[:8]
 
 
 def requeue_expired(server: Any, keys: ClusterKeys, limit: int = 1000) -> int:
@@ -119,6 +135,8 @@ class LeasingQueue(Base):
         self.key = self.keys.queue(settings.get("CLUSTER_SOURCE") or spider.name)
         self.worker = settings.get("CLUSTER_WORKER_ID") or "anonymous"
         self.lease = settings.getfloat("CLUSTER_LEASE", 60.0)
+        self.seen = self.keys.seen(settings.get("CLUSTER_SOURCE") or spider.name)
+        self._push = server.register_script(PUSH_LUA)
         self._pop = server.register_script(POP_LUA)
         self._ack = server.register_script(ACK_LUA)
 
@@ -144,11 +162,15 @@ class LeasingQueue(Base):
         data = self._encode_request(request)
         self.server.zadd(self.key, {data: -request.priority})
 
-    def push_encoded(self, data: bytes, priority: int) -> None:
-        self.server.zadd(self.key, {data: -priority})
+    def push_encoded(self, data: bytes, priority: int, fingerprint: str | None = None) -> bool:
+        """Queue an encoded request unless its fingerprint was seen this run (None: never
+        filtered); whether it was queued."""
+        return bool(
+            self._push(keys=[self.seen, self.key], args=[fingerprint or "", -priority, data])
+        )
 
     def pop(self, timeout: int = 0) -> Request | None:
-        lease_id = f"{self.worker}:{_INCARNATION}:{next(_counter)}"
+        lease_id = f"{self.worker}:{INCARNATION}:{next(_counter)}"
         deadline = int((time.time() + self.lease) * 1000)
         popped = self._pop(
             keys=[self.key, self.keys.inflight, self.keys.leases, self.keys.requeued],
@@ -172,9 +194,8 @@ class LeasingQueue(Base):
             return None
         request.meta[LEASE_META] = lease_id
         if requeued:
-            # its worker died holding it: whatever the article's claim was, claim it again
-            request.meta[REQUEUED_META] = True
-            request.meta.pop(CLAIMED, None)
+            # its worker died holding it, maybe after publishing its article: check again
+            request.meta[RECHECK] = True
         return request
 
     def ack(self, lease_ids: list[str]) -> None:

@@ -90,12 +90,14 @@ class ClusterScheduler(Scheduler):
         )
         instance.stats = crawler.stats
         instance.leased = {}  # lease id -> (request, when popped)
-        instance.buffer = []  # (payload, priority) not yet in Redis
+        instance.buffer = []  # (payload, priority, fingerprint) not yet in Redis
+        instance._pushed = True
         instance.outage = _Outage()
         return instance
 
     leased: dict[str, tuple[Request, float]]
-    buffer: list[tuple[bytes, int]]
+    buffer: list[tuple[bytes, int, str | None]]
+    _pushed: bool
     outage: _Outage
 
     def open(self, spider: Any) -> None:
@@ -117,24 +119,34 @@ class ClusterScheduler(Scheduler):
             logger.error("Cannot queue request <%s>: %s", request.url, exc)
             self.stats.inc_value(keys.CLUSTER_UNSERIALIZABLE)
             return False
-        if not request.dont_filter and self.df.request_seen(request):
+        fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
+        entry = (data, request.priority, fingerprint)
+        if self.buffer or not self._push(entry):
+            self.buffer.append(entry)  # Redis is away: sent (in order) when it is back
+            self.stats.inc_value("scheduler/enqueued/redis")
+            return True
+        if self._pushed is False:
             self.df.log(request, self.spider)
             return False
         self.stats.inc_value("scheduler/enqueued/redis")
-        self.buffer.append((data, request.priority))
-        self.flush_buffer()
+        return True
+
+    def _push(self, entry: tuple[bytes, int, str | None]) -> bool:
+        """Send one request (dupefilter and queue in one step); False when Redis is away.
+        `_pushed` says whether it was queued (False: seen already)."""
+        try:
+            self._pushed = self.queue.push_encoded(*entry)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.outage.failed(exc)
+            return False
+        self.outage.ok()
         return True
 
     def flush_buffer(self) -> bool:
         """Send the requests kept during an outage; whether none is left."""
         while self.buffer:
-            data, priority = self.buffer[0]
-            try:
-                self.queue.push_encoded(data, priority)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                self.outage.failed(exc)
+            if not self._push(self.buffer[0]):
                 return False
-            self.outage.ok()
             self.buffer.pop(0)
         return True
 

@@ -39,7 +39,7 @@ from scrapy.utils.ossignal import install_shutdown_handlers
 from twisted.internet.defer import Deferred
 
 from aggregator.cluster.keys import ClusterKeys
-from aggregator.cluster.queue import requeue_expired
+from aggregator.cluster.queue import INCARNATION, requeue_expired
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler, CrawlerProcessBase
@@ -332,6 +332,7 @@ class ClusterWorker:
     def _heartbeat(self) -> None:
         record = {
             "id": self.id,
+            "incarnation": INCARNATION,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": self.started,
@@ -398,7 +399,8 @@ class ClusterWorker:
             stats = {}
         value = json.dumps({"stats": stats_snapshot(stats), "final": final, "at": time.time()})
         assert self.run_id is not None
-        self.server.hset(self.keys.stats(self.run_id, crawl.name), self.id, value)
+        reporter = f"{self.id}/{INCARNATION}"  # one report per process, not per worker id
+        self.server.hset(self.keys.stats(self.run_id, crawl.name), reporter, value)
 
     def may_close(self, run_id: str) -> bool:
         return self.stopping or run_id in self.closing_runs or run_id != self.run_id

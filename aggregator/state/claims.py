@@ -11,6 +11,9 @@ this crawl holds its claim in the crawl state.
   `meta["article_claimed"]`: the owner that holds it), so it is not claimed again. In a cluster
   the request may be served by another worker than the one whose listing claimed it: the owner
   travels with it, so a failure there releases the right claim.
+- A request done again because the worker that had it died (`meta["article_recheck"]`, set by
+  the cluster queue) keeps its claim, but its article may have been published meanwhile: its
+  item is checked against what is published and dropped as a duplicate if it is.
 - A listing's next page (`meta["listing_next_page"]`) is followed only while the listing still
   shows something new: when every article on a page is already published, the crawl stops there.
 """
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 ARTICLE_KEY = "article_key"
 CLAIMED = "article_claimed"
 NEXT_PAGE = "listing_next_page"
+RECHECK = "article_recheck"
 
 
 def article_key_of(element: Any) -> str | None:
@@ -74,6 +78,8 @@ class ClaimMiddleware:
 
     async def _claimed(self, batch: list[Any], response: Response | None) -> list[Any]:
         inherited = _inherited_claim(response)
+        if inherited is not None and response.request.meta.get(RECHECK):
+            batch = await self._unless_published(batch, inherited)
         wanted = [
             key
             for key in (article_key_of(element) for element in batch)
@@ -102,6 +108,21 @@ class ClaimMiddleware:
                 self.stats.inc_value(keys.ARTICLES_DUPLICATE)
         if articles and not new:
             kept = await self._stop_if_all_published(kept, wanted, state)
+        return kept
+
+    async def _unless_published(self, batch: list[Any], key: str) -> list[Any]:
+        """The batch without the items for `key` if it is published."""
+        if not any(article_key_of(e) == key and not isinstance(e, Request) for e in batch):
+            return batch
+        state = await crawl_state(self.crawler).open()
+        if not await state.published.published_among([key]):
+            return batch
+        kept = []
+        for element in batch:
+            if article_key_of(element) == key and not isinstance(element, Request):
+                self.stats.inc_value(keys.ARTICLES_DUPLICATE)
+            else:
+                kept.append(element)
         return kept
 
     async def _stop_if_all_published(self, kept: list[Any], wanted: list[str], state: Any) -> list:
