@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from aggregator.errors import ConfigError, StateUnavailable
-from aggregator.state.redis import check_prefix, check_redis_uri, redacted
+from aggregator.state.redis import check_prefix, check_redis_uri, connection_name, redacted
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -29,19 +29,23 @@ def check_cluster_settings(settings: BaseSettings) -> None:
         raise ConfigError("setting CLUSTER_DOMAIN_RATE: requests per second, 0 or more")
 
 
-def redis_client(settings: BaseSettings) -> redis.Redis:
-    """A (synchronous) client of CLUSTER_URI; connects on first use."""
+def redis_client(settings: BaseSettings, name: str | None = None) -> redis.Redis:
+    """A (synchronous) client of CLUSTER_URI; connects on first use. Its connections are
+    named after the worker (CLIENT LIST shows who is who)."""
     timeout = settings.getfloat("CLUSTER_REDIS_TIMEOUT", 10.0)
     return redis.Redis.from_url(
-        settings.get("CLUSTER_URI"), socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.get("CLUSTER_URI"),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        client_name=connection_name(name or settings.get("CLUSTER_WORKER_ID")),
     )
 
 
-def cluster_server(settings: BaseSettings) -> redis.Redis:
+def cluster_server(settings: BaseSettings, name: str | None = None) -> redis.Redis:
     """A client of CLUSTER_URI that answered a PING. ConfigError for bad settings,
     StateUnavailable when Redis cannot be reached."""
     check_cluster_settings(settings)
-    server = redis_client(settings)
+    server = redis_client(settings, name)
     try:
         server.ping()
     except (redis.RedisError, OSError) as exc:

@@ -16,6 +16,7 @@ from scrapy.exceptions import NotConfigured
 
 from aggregator import stats as keys
 from aggregator.cluster.keys import ClusterKeys
+from aggregator.state.redis import connection_name
 
 if TYPE_CHECKING:
     from scrapy import Request
@@ -61,7 +62,12 @@ class ClusterRateLimit:
         if self._client is None or self._loop is not loop:
             import redis.asyncio as aioredis
 
-            self._client = aioredis.Redis.from_url(self.uri, socket_timeout=10)
+            self._client = aioredis.Redis.from_url(
+                self.uri,
+                socket_timeout=10,
+                socket_connect_timeout=10,
+                client_name=connection_name(self.crawler.settings.get("CLUSTER_WORKER_ID")),
+            )
             self._script = self._client.register_script(GCRA_LUA)
             self._loop = loop
         return self._script

@@ -135,7 +135,7 @@ class Command(ScrapyCommand):
 
         assert self.settings is not None and self.crawler_process is not None
         try:
-            server = cluster_server(self.settings)
+            server = cluster_server(self.settings, "coordinator")
         except ConfigError as exc:
             self._config_error(summary, exc)
             return

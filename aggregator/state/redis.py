@@ -50,6 +50,7 @@ __all__ = [
     "RedisCrawlState",
     "check_prefix",
     "check_redis_uri",
+    "connection_name",
     "redacted",
 ]
 
@@ -155,6 +156,11 @@ def check_redis_uri(uri: str, setting: str = "DEDUPE_URI") -> None:
         raise ConfigError(f"{where}: the database is a number (redis://host:6379/0), not {db!r}")
     if parts.query or parts.fragment:
         raise ConfigError(f"{where}: no query or fragment allowed")
+
+
+def connection_name(name: str | None) -> str:
+    """A Redis connection name (CLIENT SETNAME allows no spaces)."""
+    return "".join(c if c.isalnum() or c in "-_.:/" else "_" for c in name or "aggregator")
 
 
 def check_prefix(prefix: str) -> str:
@@ -438,11 +444,13 @@ class RedisCrawlState:
         *,
         retry_max_wait: float = 300.0,
         timeout: float = 10.0,
+        client_name: str | None = None,
     ):
         check_redis_uri(uri)
         self.uri = uri
         self.keys = _Keys(check_prefix(prefix))
         self.timeout = timeout
+        self.client_name = client_name
         self.run = _Retrying(uri, retry_max_wait)
         self.published = RedisPublishedKeys(self)
         self.pending = RedisPendingArticles(self)
@@ -467,6 +475,8 @@ class RedisCrawlState:
             prefix=settings.get("CLUSTER_PREFIX") or DEFAULT_PREFIX,
             retry_max_wait=settings.getfloat("CLUSTER_RETRY_MAX_WAIT", 300.0),
             timeout=settings.getfloat("CLUSTER_REDIS_TIMEOUT", 10.0),
+            # a cluster worker's connections carry its name (CLIENT LIST)
+            client_name=settings.get("CLUSTER_WORKER_ID"),
         )
 
     @property
@@ -482,6 +492,7 @@ class RedisCrawlState:
                 socket_timeout=self.timeout,
                 socket_connect_timeout=self.timeout,
                 health_check_interval=30,
+                client_name=connection_name(self.client_name) if self.client_name else None,
             )
             self._loop = loop
             self._scripts = {
