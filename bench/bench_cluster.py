@@ -8,6 +8,8 @@ Prints, for each number of workers:
   figure that scales with workers; the coordinator's own elapsed time (seeding, draining and
   collecting the final stats) is printed too;
 * the ratios against one worker (targets: 2 workers >= 1.8x, 3 workers >= 2.5x);
+* the CPU seconds the workers and the coordinator used, and the machine's load average: on a
+  small shared machine the workers compete for the same cores, and the ratios show that;
 * Redis round trips per article for the coordinator and each worker: every command the
   server received, attributed by connection name (each worker's connections carry its id,
   the coordinator's "coordinator…"), from MONITOR; commands run inside a Lua script are not
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import resource
 import shutil
 import signal
 import socket
@@ -134,6 +138,8 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         "SOURCES_FILE": str(sources_file(workdir / "sources.toml", site)),
     }
     client = redis.Redis.from_url(url)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    load = os.getloadavg()[0]
     procs = [
         subprocess.Popen(
             scrapy(
@@ -174,6 +180,8 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
             proc.wait(60)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     last_run = json.loads((workdir / f"c{workers}" / "last-run.json").read_text())
     row = last_run["sources"][0]
     published = client.hlen(f"{prefix}:published")
@@ -191,6 +199,8 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         "rate": site.articles / span,
         "coordinator_elapsed": last_run["elapsed_seconds"],
         "wall": wall,
+        "cpu": cpu,
+        "load": load,
         "round_trips": dict(processes),
     }
 
@@ -237,6 +247,11 @@ def main() -> None:
             f"{workers} worker(s): {result['rate']:.1f} articles/s over {result['span']:.1f}s "
             f"at the site ({result['requests']} requests; {result['published']} published); "
             f"coordinator {result['coordinator_elapsed']:.1f}s; ratio {ratio:.2f}x{target}"
+        )
+        print(
+            f"    CPU of the workers and coordinator: {result['cpu']:.1f}s "
+            f"({result['cpu'] / max(result['published'], 1) * 1000:.1f} ms "
+            f"an article), machine load average {result['load']:.1f} on {os.cpu_count()} cores"
         )
         trips = ", ".join(
             f"{name} {count / args.articles:.2f}"
