@@ -56,7 +56,8 @@ class Article:
     never the title, names the post. `published` is aware and in UTC. `base_url`, when set, is
     what the body's relative addresses are relative to, when that is not `url` (a feed's
     xml:base, a redirected or `<base href>` page). `retry` is what the spider needs to make the
-    article again if it fails on its way (JSON-safe; see aggregator.state.pending).
+    article again if it fails on its way (JSON-safe; see aggregator.state.pending). `aliases`
+    are keys the article had under an older key scheme: if one of them is published, so is it.
     """
 
     key: str
@@ -75,6 +76,7 @@ class Article:
     headimg: str | None = None
     base_url: str | None = None
     retry: dict[str, Any] | None = None
+    aliases: list[str] = field(default_factory=list)
 
     @property
     def categories(self) -> list[str]:

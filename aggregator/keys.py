@@ -18,11 +18,16 @@ _SAFE_KEY = re.compile(
 )
 
 
-def canonical_url(url: str, tracking_params: Iterable[str] = ()) -> str:
+def canonical_url(
+    url: str, tracking_params: Iterable[str] = (), *, keep_fragments: bool = False
+) -> str:
     """One spelling per article URL: w3lib's canonical form without tracking parameters, so the
-    same article shared with different `utm_*`/`from` values is recognised."""
-    cleaned = url_query_cleaner(url.strip(), list(tracking_params), remove=True, unique=False)
-    return canonicalize_url(cleaned, keep_fragments=False)
+    same article shared with different `utm_*`/`from` values is recognised; without its
+    fragment unless `keep_fragments` (a fragment that tells entries of one page apart)."""
+    cleaned = url_query_cleaner(
+        url.strip(), list(tracking_params), remove=True, unique=False, keep_fragments=True
+    )
+    return canonicalize_url(cleaned, keep_fragments=keep_fragments)
 
 
 def _digest(text: str) -> str:
@@ -30,11 +35,17 @@ def _digest(text: str) -> str:
 
 
 def article_key(
-    site: str, article_id: str | None, url: str | None = None, tracking_params: Iterable[str] = ()
+    site: str,
+    article_id: str | None,
+    url: str | None = None,
+    tracking_params: Iterable[str] = (),
+    *,
+    keep_fragments: bool = False,
 ) -> str:
     """The key of an article of `site`: `{site}-{id}` when the source gives a plain id, a digest
     of the id when it has characters unfit for a file name, and a digest of the canonical URL
-    when there is no id. Keys are ASCII and safe as file names and object keys."""
+    (with its fragment when `keep_fragments`) when there is no id. Keys are ASCII and safe as
+    file names and object keys."""
     if not _SAFE_SITE.fullmatch(site):
         raise ValueError(f"site name {site!r} is not a short lowercase identifier")
     if article_id is not None and str(article_id).strip():
@@ -44,7 +55,8 @@ def article_key(
         return f"{site}--id-{_digest(article_id)}"
     if not url:
         raise ValueError(f"an article of {site} has neither an id nor a URL")
-    return f"{site}--url-{_digest(canonical_url(url, tracking_params))}"
+    canonical = canonical_url(url, tracking_params, keep_fragments=keep_fragments)
+    return f"{site}--url-{_digest(canonical)}"
 
 
 def is_safe_key(key: str) -> bool:

@@ -103,6 +103,11 @@ POST_STORAGES = {
     "s3": "aggregator.storage.s3.storage.S3PostStorage",
 }
 
+# The blog's time zone (Hexo's `timezone`), an IANA name such as "Asia/Shanghai": posts' dates
+# are then written as wall time there, which is how Hexo reads them. None: GMT (RFC 1123), the
+# reference format, right only for a blog built with the same zone as the site's.
+POST_TIMEZONE: str | None = None
+
 LOG_FORMATTER = "aggregator.ops.logformatter.ArticleLogFormatter"
 # Write posts with fsync before the rename (durable across power loss).
 OUTPUT_FSYNC = True

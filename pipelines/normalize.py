@@ -1,5 +1,10 @@
 """Turn untrusted article HTML into what the blog may show: lazy images made real, every image
-routed through the image proxy, everything executable removed (see aggregator.render.html)."""
+routed through the image proxy, everything executable removed, written so that Hexo passes it
+through unchanged (see aggregator.render.html).
+
+An article whose HTML makes the normaliser fail (any exception) is not lost: it raises
+ArticleFailed, and the pending recorder (aggregator.state.pending) logs it with its key and URL,
+counts it as failed and keeps it as pending."""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from scrapy.exceptions import DropItem
 
 from aggregator import stats as keys
 from aggregator.render.html import ImageProxy, normalise_html
+from aggregator.state.pending import ArticleFailed
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -21,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 
 class NormalizeHtmlPipeline:
+    normalise = staticmethod(normalise_html)  # (html, base URL, proxy) -> NormalisedHtml
+
     def __init__(self, stats: StatsCollector, proxy: ImageProxy):
         self.stats = stats
         self.proxy = proxy
@@ -37,7 +45,12 @@ class NormalizeHtmlPipeline:
     def process_item(self, item: Any) -> Any:
         adapter = ItemAdapter(item)
         url = adapter["url"]
-        result = normalise_html(adapter["body"], adapter.get("base_url") or url, self.proxy)
+        try:
+            result = self.normalise(adapter["body"], adapter.get("base_url") or url, self.proxy)
+        except Exception as exc:
+            # kept as pending and logged with its key by the pending recorder; the traceback
+            # goes to the log at DEBUG (Scrapy's item_error line)
+            raise ArticleFailed(f"could not normalise its HTML: {exc!r}") from exc
         if not result.html.strip():
             self.stats.inc_value(keys.dropped("empty_after_sanitising"))
             raise DropItem("nothing left after sanitising", log_level="WARNING")

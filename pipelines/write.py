@@ -6,6 +6,7 @@ with the key, counts and keeps for the next run."""
 from __future__ import annotations
 
 import logging
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
 
 from itemadapter import ItemAdapter
@@ -14,7 +15,7 @@ from scrapy.utils.defer import maybe_deferred_to_future
 
 from aggregator import stats as keys
 from aggregator.errors import ConfigError, StateUnavailable
-from aggregator.render.post import PostFields, render_post
+from aggregator.render.post import PostFields, post_timezone, render_post
 from aggregator.state.component import crawl_state
 from aggregator.state.pending import PostNotWritten
 from aggregator.storage import PostRecord, StoreResult, build_post_storage
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def post_fields(item: ItemAdapter) -> PostFields:
+def post_fields(item: ItemAdapter, timezone: tzinfo | None = None) -> PostFields:
     assert item.get("published") is not None, "ValidatePipeline fills published"
     return PostFields(
         title=item["title"],
@@ -36,6 +37,7 @@ def post_fields(item: ItemAdapter) -> PostFields:
         date=item["published"],
         body_html=item["body"],
         headimg=item.get("headimg"),
+        timezone=timezone,
     )
 
 
@@ -45,6 +47,7 @@ class WritePipeline:
         self.stats = crawler.stats
         self.storage = storage
         self.state: CrawlState | None = None
+        self.timezone = post_timezone(crawler.settings)  # checked by the commands first
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> WritePipeline:
@@ -89,7 +92,7 @@ class WritePipeline:
             title=adapter["title"],
             url=adapter["url"],
             published=adapter["published"],
-            data=render_post(post_fields(adapter)),
+            data=render_post(post_fields(adapter, self.timezone)),
         )
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))

@@ -26,8 +26,11 @@ from urllib.parse import urljoin, urlsplit
 import cssselect
 import feedparser
 import scrapy
+from feedparser.encodings import convert_to_utf8
+from feedparser.sanitizer import replace_doctype
+from lxml import etree
 from parsel.csstranslator import HTMLTranslator
-from scrapy.exceptions import DownloadCancelledError
+from scrapy.exceptions import DownloadCancelledError, IgnoreRequest
 from scrapy.http import Response, TextResponse
 from scrapy.utils.response import get_base_url
 from twisted.internet.defer import CancelledError
@@ -36,7 +39,7 @@ from twisted.python.failure import Failure
 from aggregator import stats as keys
 from aggregator.errors import ConfigError
 from aggregator.items import Article, Channel
-from aggregator.keys import article_key
+from aggregator.keys import article_key, canonical_url
 from aggregator.render.html import inner_html
 from aggregator.spiderargs import parse_categories, require_known
 from aggregator.state.component import crawl_state
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
-__all__ = ["FeedSpider", "feed_stat", "rsshub_url"]
+__all__ = ["FeedSpider", "entry_key", "feed_stat", "legacy_entry_key", "rsshub_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ FEEDS_NOT_A_FEED = feed_stat("not_a_feed")
 FEEDS_HTML = feed_stat("html_not_feed")
 FEEDS_EMPTY = feed_stat("empty")
 FEEDS_TOO_BIG = feed_stat("too_big")
+FEEDS_ENTITY_EXPANSION = feed_stat("entity_expansion")
 FEEDS_UNREACHABLE = feed_stat("unreachable")
 FEED_ENTRIES = feed_stat("entries")
 
@@ -84,6 +88,8 @@ _HTML_START_RE = re.compile(
 )
 # bozo exceptions about the HTTP headers, not the document: the feed itself parsed cleanly.
 _HEADER_ONLY_BOZO = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+# How much text the entities declared in a feed's DTD may add once expanded (bytes).
+MAX_ENTITY_EXPANSION = 1024 * 1024
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -169,12 +175,86 @@ def _cover(entry: dict[str, Any], base: str) -> list[str]:
     return list(dict.fromkeys(absolute))
 
 
-def entry_key(guid: str | None, link: str | None, tracking_params: Iterable[str]) -> str:
-    """The guid identifies the article; a guid that is an http(s) URL is keyed as that URL
-    (canonicalised), so it matches the same article in a feed that only gives the link."""
-    if guid and urlsplit(guid).scheme in ("http", "https"):
-        return article_key(SITE, None, guid, tracking_params)
+def _is_url_guid(guid: str | None) -> bool:
+    return bool(guid) and urlsplit(guid).scheme in ("http", "https")
+
+
+def entity_expansion(body: bytes, headers: dict[str, str], limit: int) -> int:
+    """How many bytes the entity references in `body` add when feedparser expands them, or
+    the first count past `limit` (the scan stops there).
+
+    feedparser keeps only the general entities of the DTD's internal subset whose value is
+    literal text or one character reference (no nesting: no billion laughs), and both its
+    parsers expand them; but one 8 MB entity referenced 90 times is 720 MB of text, and GiBs
+    once feedparser has copied it about. This mirrors what feedparser does with the document
+    (its own encoding detection and DOCTYPE handling), so the count is of what it would
+    expand; every reference counts, even one in CDATA (an overestimate)."""
+    _, data, entities = replace_doctype(convert_to_utf8(dict(headers), body, {}))
+    if not entities:
+        return 0
+    sizes = {name.encode(): len(value.encode()) for name, value in entities.items()}
+    references = re.compile(b"&(" + b"|".join(re.escape(name) for name in sizes) + b");")
+    total = 0
+    for match in references.finditer(data):
+        total += sizes[match.group(1)]
+        if total > limit:
+            break
+    return total
+
+
+def entry_key(
+    guid: str | None, link: str | None, tracking_params: Iterable[str], *, permalink: bool = True
+) -> str:
+    """The guid identifies the article. A guid that is an http(s) URL is keyed as that URL
+    (canonicalised), so it matches the same article in a feed that only gives the link.
+
+    Its fragment is part of the key (`http://del.icio.us/user#2009-01-21` and `...#2009-01-18`
+    are two entries of one page), unless the guid is the entry's permalink: `permalink` (its
+    isPermaLink is true or absent) and the same URL as the entry's link, fragment included.
+    Then it is keyed like a link, without the fragment, as it always was."""
+    if _is_url_guid(guid):
+        assert guid is not None
+        if permalink and link and _same_url(guid, link, tracking_params):
+            return article_key(SITE, None, guid, tracking_params)
+        return article_key(SITE, None, guid, tracking_params, keep_fragments=True)
     return article_key(SITE, guid, link, tracking_params)
+
+
+def legacy_entry_key(guid: str | None, tracking_params: Iterable[str]) -> str | None:
+    """The key a URL guid had before fragments counted (the canonical URL without fragment):
+    an entry whose old key is published was posted under it and is not posted again."""
+    if _is_url_guid(guid):
+        return article_key(SITE, None, guid, tracking_params)
+    return None
+
+
+def _same_url(a: str, b: str, tracking_params: Iterable[str]) -> bool:
+    params = list(tracking_params)
+    return canonical_url(a, params, keep_fragments=True) == canonical_url(
+        b, params, keep_fragments=True
+    )
+
+
+def guids_not_permalinks(body: bytes) -> set[str]:
+    """The RSS guids whose isPermaLink is not "true" (feedparser's reading), as feedparser
+    reports them (stripped). feedparser keeps no trace of the attribute (its `guidislink` is
+    false too when <link> comes before <guid>), so the document is read once more, by lxml,
+    without entities, DTD or network."""
+    parser = etree.XMLParser(
+        recover=True, resolve_entities=False, load_dtd=False, no_network=True, huge_tree=False
+    )
+    try:
+        root = etree.fromstring(body, parser)
+    except (etree.XMLSyntaxError, ValueError):
+        return set()
+    if root is None:
+        return set()
+    found: set[str] = set()
+    for guid in root.iter("guid"):
+        flag = next((v for k, v in guid.attrib.items() if k.lower() == "ispermalink"), None)
+        if flag is not None and flag.strip().lower() != "true":
+            found.add("".join(guid.itertext()).strip())
+    return found
 
 
 class FeedSpider(scrapy.Spider):
@@ -343,7 +423,7 @@ class FeedSpider(scrapy.Spider):
             link,
             callback=self.parse_fulltext,
             errback=self.article_failed,
-            meta=article_meta(key, self.site, payload),
+            meta=article_meta(key, self.site, payload, aliases=payload.get("aliases", ())),
             dont_filter=True,
         )
 
@@ -365,7 +445,7 @@ class FeedSpider(scrapy.Spider):
         }
         self.crawler.stats.inc_value(keys.LISTING_PAGES)
         self.crawler.stats.inc_value(FEEDS_FETCHED)
-        return self._entries_output(parsed, response.url)
+        return self._entries_output(parsed, response.url, response.body)
 
     def _not_modified(self, response: Response) -> None:
         if not response.meta.get("conditional"):
@@ -384,6 +464,18 @@ class FeedSpider(scrapy.Spider):
         content_type = _header(response, b"Content-Type")
         if content_type:
             headers["content-type"] = content_type
+        try:
+            expansion = entity_expansion(response.body, headers, MAX_ENTITY_EXPANSION)
+        except Exception as exc:  # the same code feedparser.parse runs: its failure is a bad feed
+            self._feed_error(FEEDS_NOT_A_FEED, response.url, f"feedparser failed: {exc!r}")
+            return None
+        if expansion > MAX_ENTITY_EXPANSION:
+            reason = (
+                "entity declarations in the DTD expand to more than "
+                f"{MAX_ENTITY_EXPANSION} bytes: not parsed"
+            )
+            self._feed_error(FEEDS_ENTITY_EXPANSION, response.url, reason)
+            return None
         try:
             parsed = feedparser.parse(
                 io.BytesIO(response.body),
@@ -425,13 +517,26 @@ class FeedSpider(scrapy.Spider):
         )
         return parsed
 
-    def _entries_output(self, parsed: Any, document_url: str) -> list[Any]:
+    def _entries_output(self, parsed: Any, document_url: str, body: bytes) -> list[Any]:
         keyed: list[tuple[str, dict[str, Any]]] = []
         self.crawler.stats.inc_value(FEED_ENTRIES, len(parsed.entries))
+        # Only a URL guid with a fragment is keyed differently when it is no permalink.
+        fragments = any(
+            "#" in (guid := (entry.get("id") or "").strip().lower())
+            and guid.startswith(("http://", "https://"))
+            for entry in parsed.entries
+        )
+        not_permalinks = guids_not_permalinks(body) if fragments else set()
         for entry in parsed.entries:
-            payload = self._entry_payload(entry, document_url)
-            if payload is not None:
-                keyed.append(payload)
+            payload = self._entry_payload(entry, document_url, not_permalinks)
+            if payload is None:
+                continue
+            keyed.append(payload)
+            key, retry = payload
+            old = legacy_entry_key(retry["entry"]["guid"], self.tracking_params)
+            if old is not None and old != key:
+                # published under its old key: the claim middleware counts it as published
+                retry["aliases"] = [old]
         output = []
         for key, payload in keyed:
             result = self._entry_output(key, payload)
@@ -440,13 +545,14 @@ class FeedSpider(scrapy.Spider):
         return output
 
     def _entry_payload(
-        self, entry: dict[str, Any], document_url: str
+        self, entry: dict[str, Any], document_url: str, not_permalinks: set[str]
     ) -> tuple[str, dict[str, Any]] | None:
         """The key of an entry and what is needed to make it an article, now or next run."""
         guid = (entry.get("id") or "").strip() or None
         link = _http_url(document_url, entry.get("link") or "")
         try:
-            key = entry_key(guid, link, self.tracking_params)
+            permalink = guid not in not_permalinks
+            key = entry_key(guid, link, self.tracking_params, permalink=permalink)
         except ValueError as exc:
             logger.warning(
                 "Skipping an entry of %s: %s (%r)", document_url, exc, entry.get("title")
@@ -476,11 +582,14 @@ class FeedSpider(scrapy.Spider):
 
     def feed_failed(self, failure: Failure) -> None:
         url = failure.request.url
+        maxsize = failure.request.meta.get(
+            "download_maxsize", self.crawler.settings.getint("DOWNLOAD_MAXSIZE")
+        )
         if failure.check(DownloadCancelledError, CancelledError):
-            maxsize = failure.request.meta.get(
-                "download_maxsize", self.crawler.settings.getint("DOWNLOAD_MAXSIZE")
-            )
             reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes): download cancelled"
+            self._feed_error(FEEDS_TOO_BIG, url, reason)
+        elif failure.check(IgnoreRequest) and _too_big_decompressed(failure.value):
+            reason = f"larger than DOWNLOAD_MAXSIZE ({maxsize} bytes) once decompressed: dropped"
             self._feed_error(FEEDS_TOO_BIG, url, reason)
         else:
             self._feed_error(FEEDS_UNREACHABLE, url, describe_failure(failure))
@@ -493,6 +602,7 @@ class FeedSpider(scrapy.Spider):
         return self.channel.article(
             key=key,
             retry=retry,
+            aliases=list(retry.get("aliases", ())),
             id=entry.get("guid"),
             url=url,
             title=entry.get("title") or "",
@@ -535,6 +645,17 @@ def _http_url(base: str, value: str) -> str | None:
     except ValueError:
         return None
     return url if split.scheme in ("http", "https") and split.netloc else None
+
+
+def _too_big_decompressed(exc: BaseException) -> bool:
+    """Whether Scrapy's HttpCompressionMiddleware dropped the response because its body grew
+    past DOWNLOAD_MAXSIZE while being decompressed (a gzip bomb, or merely a big feed sent
+    compressed). It raises IgnoreRequest from its own (private) exception, which carries the
+    sizes; the message is the fallback."""
+    cause = exc.__cause__
+    if cause is not None and hasattr(cause, "decompressed_size") and hasattr(cause, "max_size"):
+        return True
+    return "DOWNLOAD_MAXSIZE" in str(exc) and "decompress" in str(exc)
 
 
 def _header(response: Response, name: bytes) -> str | None:

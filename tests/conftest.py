@@ -41,6 +41,20 @@ def replay(replay_server):
     replay_server.reset()
 
 
+# Runs a command under an address-space limit (0: none) and writes its peak RSS (KiB) to a
+# file: a crawl that blows up its memory dies at the limit instead of taking the machine's.
+_MEASURED = (
+    "import resource, subprocess, sys\n"
+    "limit, report, command = int(sys.argv[1]), sys.argv[2], sys.argv[3:]\n"
+    "def cap():\n"
+    "    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+    "code = subprocess.call(command, preexec_fn=cap if limit else None)\n"
+    "with open(report, 'w') as f:\n"
+    "    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(code)\n"
+)
+
+
 @dataclass
 class CrawlResult:
     returncode: int
@@ -48,6 +62,7 @@ class CrawlResult:
     stderr: str
     stats: dict
     output: Path
+    peak_rss_kib: int | None = None  # with Crawler.command(memory_limit=...)
 
     def posts(self) -> dict[str, bytes]:
         if not self.output.is_dir():
@@ -79,19 +94,32 @@ class Crawler:
         settings.update({k: str(v) for k, v in overrides.items()})
         return settings
 
-    def command(self, *args: str, timeout: float = 120, env: dict | None = None, **settings: str):
+    def command(
+        self,
+        *args: str,
+        timeout: float = 120,
+        env: dict | None = None,
+        memory_limit: int | None = None,
+        **settings: str,
+    ):
+        """Run `scrapy *args`; with `memory_limit` (bytes of address space), also measure the
+        crawl's peak RSS (CrawlResult.peak_rss_kib)."""
         self.runs += 1
         stats_file = self.workdir / f"stats-{self.runs}.json"
         merged = self.settings(STATS_FILE=str(stats_file), **settings)
         cmd = [sys.executable, "-m", "scrapy", *args]
         for name, value in merged.items():
             cmd += ["-s", f"{name}={value}"]
+        rss_file = self.workdir / f"rss-{self.runs}.txt"
+        if memory_limit is not None:
+            cmd = [sys.executable, "-c", _MEASURED, str(memory_limit), str(rss_file), *cmd]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.run(
             cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
         )
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
-        return CrawlResult(proc.returncode, proc.stdout, proc.stderr, stats, self.output)
+        rss = int(rss_file.read_text()) if rss_file.exists() else None
+        return CrawlResult(proc.returncode, proc.stdout, proc.stderr, stats, self.output, rss)
 
     def crawl(self, spider: str, *spider_args: str, **settings: str) -> CrawlResult:
         args = ["crawl", spider]

@@ -1,7 +1,7 @@
 """Real-HTTP S3 for the tests: moto's standalone server on a free localhost port (boto3 and the
 crawls reach it through `endpoint_url`, nothing is patched), a bucket helper, and a proxy in
 front of it that injects the answers moto never gives: a 409 ConditionalRequestConflict, a PUT
-that lands but whose answer is lost, a slow PUT.
+that lands but whose answer is lost, a slow PUT; it also times every request it relays.
 
 moto keeps its state in the process, not in the server: a server stopped and started again on
 the same port still has every bucket and object, like a real store after an outage.
@@ -166,16 +166,33 @@ class Fault:
     times: int = 1
 
 
+@dataclass
+class Relayed:
+    """One request the proxy answered: when it arrived and when its answer was ready (just
+    before it was sent)."""
+
+    method: str
+    path: str
+    arrived: float
+    answered: float
+
+
 class FaultProxy:
     """An HTTP proxy in front of the S3 server (path-style requests) that injects faults on
-    requests whose path ends with a given suffix, and can slow every PUT."""
+    requests whose path ends with a given suffix, can slow every PUT (`put_delay`) or some
+    (`delay`), and records how many requests it had in hand at once (`peak_in_flight`) and when
+    each was answered (`relayed`)."""
 
     def __init__(self, upstream: str):
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.put_delay = 0.0
         self.requests: list[tuple[str, str]] = []
+        self.relayed: list[Relayed] = []
         self._faults: dict[tuple[str, str], Fault] = {}
+        self._delays: dict[tuple[str, str], float] = {}
+        self._in_flight: dict[str, int] = {}
+        self._peak: dict[str, int] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _proxy_handler(self))
         self._httpd.daemon_threads = True
@@ -196,6 +213,37 @@ class FaultProxy:
     def inject(self, method: str, suffix: str, fault: Fault) -> None:
         with self._lock:
             self._faults[(method, suffix)] = fault
+
+    def delay(self, method: str, suffix: str, seconds: float) -> None:
+        """Answer requests whose path ends with `suffix` `seconds` late (delays add up)."""
+        with self._lock:
+            self._delays[(method, suffix)] = seconds
+
+    def delay_for(self, method: str, path: str) -> float:
+        with self._lock:
+            extra = sum(
+                seconds
+                for (delay_method, suffix), seconds in self._delays.items()
+                if delay_method == method and path.endswith(suffix)
+            )
+        return extra + (self.put_delay if method == "PUT" else 0.0)
+
+    def peak_in_flight(self, method: str) -> int:
+        """The most `method` requests the proxy had in hand at once."""
+        with self._lock:
+            return self._peak.get(method, 0)
+
+    def arrived(self, method: str, path: str) -> Relayed:
+        with self._lock:
+            self._in_flight[method] = self._in_flight.get(method, 0) + 1
+            self._peak[method] = max(self._peak.get(method, 0), self._in_flight[method])
+        return Relayed(method, path, time.monotonic(), 0.0)
+
+    def answered(self, relayed: Relayed) -> None:
+        with self._lock:
+            self._in_flight[relayed.method] -= 1
+            relayed.answered = time.monotonic()
+            self.relayed.append(relayed)
 
     def count(self, method: str, suffix: str = "") -> int:
         with self._lock:
@@ -232,17 +280,13 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
         def _relay(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
-            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
             path = urlsplit(self.path).path
-            if self.command == "PUT" and proxy.put_delay:
-                time.sleep(proxy.put_delay)
-            fault = proxy.take_fault(self.command, path)
-            if fault is None or fault.forward:
-                status, upstream_headers, answer = proxy.forward(
-                    self.command, self.path, headers, body
-                )
-            if fault is not None:
-                status, upstream_headers, answer = _error(fault)
+            relayed = proxy.arrived(self.command, path)
+            try:
+                status, upstream_headers, answer = self._result(path, body)
+            finally:
+                # before the client can see the answer (and send its next request)
+                proxy.answered(relayed)
             self.send_response(status)
             for name, value in upstream_headers:
                 if name.lower() not in _HOP_BY_HOP:
@@ -255,6 +299,17 @@ def _proxy_handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
             self.wfile.write(answer)
+
+        def _result(self, path: str, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            delay = proxy.delay_for(self.command, path)
+            if delay:
+                time.sleep(delay)
+            fault = proxy.take_fault(self.command, path)
+            if fault is not None and not fault.forward:
+                return _error(fault)
+            result = proxy.forward(self.command, self.path, headers, body)
+            return _error(fault) if fault is not None else result
 
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _relay
 

@@ -20,6 +20,9 @@ class StateReader:
     def pending(self, site: str) -> list[tuple[str, dict[str, Any]]]:
         return [(a.key, a.payload) for a in asyncio.run(self.state.pending.list(site))]
 
+    def mark_published(self, key: str, location: str) -> None:
+        asyncio.run(self.state.published.mark_published([(key, location)]))
+
     def get(self, name: str) -> str | None:
         return asyncio.run(self.state.records.get(name))
 

@@ -329,6 +329,16 @@ def test_unusable_output_setting_exits_2_and_crawls_nothing(crawler, replay, sou
     assert last_run(crawler)["status"] == "config_error"
 
 
+def test_bad_post_timezone_exits_2_and_crawls_nothing(crawler, replay, sources):
+    result = crawler.command(
+        "crawlall", env={"AGGREGATOR_SOURCES": str(sources)}, POST_TIMEZONE="Mars/Olympus"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "POST_TIMEZONE='Mars/Olympus'" in result.stderr
+    assert replay.hits("/") == 0
+    assert last_run(crawler)["status"] == "config_error"
+
+
 def test_feed_source_with_unusable_rsshub_base_exits_2_naming_the_source(crawler, replay, sources):
     sources.write_text(
         SOURCES

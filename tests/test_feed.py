@@ -3,18 +3,29 @@ Atom feeds served by the replay server, plus its argument checks in-process."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
 from aggregator.pipelines.normalize import NormalizeHtmlPipeline
-from aggregator.spiders.feed import FeedSpider, entry_key, rsshub_url
+from aggregator.spiders.feed import (
+    FeedSpider,
+    entity_expansion,
+    entry_key,
+    legacy_entry_key,
+    rsshub_url,
+)
 from scrapy.utils.test import get_crawler
+from statereader import StateReader
 
+from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
 from aggregator.items import Article
 from aggregator.keys import article_key
 from aggregator.render.html import ImageProxy
 from aggregator.render.post import parse_front_matter
+from aggregator.state.pending import ArticleFailed
 
 FEEDS = Path(__file__).resolve().parent / "fixtures" / "feeds"
 EXPECTED = FEEDS / "expected"
@@ -146,17 +157,37 @@ def test_malformed_but_readable_feed_is_used_and_reported(crawler, replay):
             {"DOWNLOAD_MAXSIZE": "500"},
         ),
         ("/missing.rss", "unreachable", "HTTP 404", {}),
+        (
+            "/gzipped.rss",
+            "too_big",
+            "larger than DOWNLOAD_MAXSIZE (100000 bytes) once decompressed",
+            {"DOWNLOAD_MAXSIZE": "100000"},
+        ),
+        (
+            "/gzip-bomb.rss",
+            "too_big",
+            "larger than DOWNLOAD_MAXSIZE (16777216 bytes) once decompressed",
+            {},
+        ),
     ],
 )
 def test_bad_feed_fails_the_run_with_a_clear_message(
     crawler, replay, path, stat, message, settings
 ):
+    feed = (FEEDS / "rsshub-zaker.rss").read_bytes()
+    padded = feed.replace(b"</channel>", b"<!--" + b" " * 200_000 + b"--></channel>")
+    gzipped = {"Content-Encoding": "gzip"}
+    replay.set_reply("/gzipped.rss", Reply(body=gzip.compress(padded), headers=gzipped))
+    # 64 MiB of zeros in 64 KiB; DOWNLOAD_MAXSIZE stays at the project's 16 MiB
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    replay.set_reply("/gzip-bomb.rss", Reply(body=bomb, headers=gzipped))
     result = crawl_feed(crawler, path, **settings)
     assert result.returncode == 1, result.stderr
     assert result.stat(f"feeds/{stat}") == 1
     assert result.stat("listings/failed") == 1
     assert f"Bad feed {replay.base_url}{path}: {message}" in result.stderr
     assert result.posts() == {}
+    assert result.stat("feeds/unreachable") == (stat == "unreachable")
 
 
 # --- re-runs -------------------------------------------------------------------------------
@@ -337,3 +368,159 @@ def test_route_with_unusable_rsshub_base_exits_2_before_crawling(crawler, replay
     assert "RSSHUB_BASE='ftp://nowhere'" in result.stderr
     assert "Traceback" not in result.stderr
     assert replay.hits("/") == 0
+
+
+# --- an article the normaliser fails on ----------------------------------------------------
+FAILING_PIPELINES = json.dumps(
+    {
+        "aggregator.pipelines.validate.ValidatePipeline": 100,
+        "failing_normalize.FailingNormalizePipeline": 200,
+        "aggregator.pipelines.write.WritePipeline": 400,
+    }
+)
+
+
+def test_article_the_normaliser_fails_on_is_counted_kept_pending_and_retried(crawler, replay):
+    extra = Path(__file__).resolve().parent / "fixtures" / "extra_pipelines"
+    url = f"url={replay.base_url}/rss1.rdf"
+    first = crawler.command(
+        *["crawl", "feed", "-a", url, "-a", CATEGORIES, "-a", AUTHOR],
+        env={"PYTHONPATH": str(extra)},
+        ITEM_PIPELINES=FAILING_PIPELINES,
+    )
+    assert first.returncode == 1, first.stderr
+    assert sorted(first.posts()) == [RSS1_CONTENT]
+    assert first.stat("articles/failed") == 1
+    assert first.stat("articles/pending") == 1
+    key = RSS1_DESCRIPTION[: -len(".md")]
+    assert (
+        f"Article {key} <https://journal.example.org/notes/2023-10-27> failed: "
+        "could not normalise its HTML: RuntimeError('normaliser bug')"
+    ) in first.stderr
+
+    replay.reset()
+    second = crawl_feed(crawler, "/rss1.rdf")
+    assert second.returncode == 0, second.stderr
+    assert second.stat("articles/pending_retried") == 1
+    assert second.stat("articles/new") == 1
+    assert "<p>读了三本书，记下几段话。</p>" in second.posts()[RSS1_DESCRIPTION].decode()
+
+
+def test_a_normaliser_failure_is_an_article_failure():
+    """The pipeline raises ArticleFailed (the pending recorder keeps it: tests/test_components)."""
+    crawler = get_crawler(FeedSpider)
+
+    def broken(html, base_url, proxy):
+        raise ValueError("All strings must be XML compatible")
+
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    pipeline.normalise = broken
+    item = Article(key="feed-x", site="feed", url="https://h.example/x", title="t", body="<p>")
+    with pytest.raises(ArticleFailed, match=r"^could not normalise its HTML: ValueError\(") as e:
+        pipeline.process_item(item)
+    assert isinstance(e.value.__cause__, ValueError)
+
+
+# --- guids with fragments ------------------------------------------------------------------
+DELICIOUS = "http://del.icio.us/user"
+DAYS = ["2009-01-21", "2009-01-20", "2009-01-19", "2009-01-18", "2009-01-17"]
+
+
+def test_guid_fragment_is_part_of_the_key_unless_the_guid_is_the_permalink():
+    guids = [f"{DELICIOUS}#{day}" for day in DAYS]
+    keys = {entry_key(guid, DELICIOUS, [], permalink=False) for guid in guids}
+    assert len(keys) == 5
+    # isPermaLink absent but not the entry's link: still the full value
+    assert len({entry_key(guid, DELICIOUS, []) for guid in guids}) == 5
+    # the permalink (isPermaLink true or absent, the entry's link): as a link, no fragment
+    live = "https://blog.example.com/live#update-3"
+    assert entry_key(live, live, []) == article_key("feed", None, "https://blog.example.com/live")
+    assert entry_key(live, live, [], permalink=False) != entry_key(live, live, [])
+    # no fragment: the key it always had, whatever isPermaLink says
+    plain = "http://www.myzaker.com/article/6405f2a1b15ec0591f7d4c11"
+    assert entry_key(plain, plain, [], permalink=False) == article_key("feed", None, plain)
+    assert entry_key(plain + "#", plain, [], permalink=False) == article_key("feed", None, plain)
+    assert legacy_entry_key(guids[0], []) == article_key("feed", None, DELICIOUS)
+    assert legacy_entry_key("tag:x,2024:1", []) is None
+
+
+def test_entries_differing_only_after_the_fragment_are_five_posts(crawler, replay):
+    result = crawl_feed(crawler, "/fragments.rss")
+    assert result.returncode == 0, result.stderr
+    posts = result.posts()
+    assert len(posts) == 7
+    titles = sorted(front(p)["title"] for p in posts.values())
+    assert [t for t in titles if t.startswith("Bookmarks")] == [
+        f"Bookmarks of {d}" for d in sorted(DAYS)
+    ]
+    live = "https://blog.example.com/live"
+    permalink = article_key("feed", None, live)
+    assert front(posts[f"{permalink}.md"])["title"] == "A permalink with a fragment"
+    # isPermaLink="false" (read from the document: feedparser does not keep it)
+    not_permalink = article_key("feed", None, live + "#update-2", keep_fragments=True)
+    assert front(posts[f"{not_permalink}.md"])["title"].startswith("Not a permalink")
+
+
+def test_an_entry_published_under_its_old_key_is_not_posted_again(crawler, replay):
+    # An earlier version keyed every one of these guids as the page without its fragment, so
+    # one of them was published under that key; which one cannot be told, so none comes back.
+    legacy = article_key("feed", None, DELICIOUS)
+    crawler.state.mkdir(parents=True, exist_ok=True)
+    store = StateReader(crawler.state / "dedupe.sqlite3")
+    store.mark_published(legacy, str(crawler.output / f"{legacy}.md"))
+    store.close()
+    result = crawl_feed(crawler, "/fragments.rss")
+    assert result.returncode == 0, result.stderr
+    titles = sorted(front(p)["title"] for p in result.posts().values())
+    assert [t for t in titles if t.startswith("Bookmarks")] == []
+    assert len(titles) == 2
+    assert result.stat("articles/duplicate") == 5
+
+
+# --- entities declared in the DTD ----------------------------------------------------------
+def _entity_bomb(size: int, references: int) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<!DOCTYPE rss [\n<!ENTITY big "{"A" * size}">\n]>\n'
+        '<rss version="2.0"><channel><title>t</title><item><title>x</title><guid>bomb-1</guid>'
+        f"<description>{'&big;' * references}</description></item></channel></rss>"
+    ).encode()
+
+
+def test_entity_expansion_is_what_feedparser_would_expand():
+    assert entity_expansion(_entity_bomb(8 << 20, 90), {}, 1 << 20) > 1 << 20
+    assert entity_expansion(_entity_bomb(100, 3), {}, 1 << 20) == 300
+    # the same in any encoding feedparser reads
+    utf16 = _entity_bomb(100, 3).decode().replace("UTF-8", "UTF-16").encode("utf-16")
+    assert entity_expansion(utf16, {}, 1 << 20) == 300
+    assert entity_expansion((FEEDS / "entities.rss").read_bytes(), {}, 1 << 20) == 6 + 3 * 11
+    assert entity_expansion((FEEDS / "news.atom").read_bytes(), {}, 1 << 20) == 0
+
+
+def test_a_few_small_entities_are_fine(crawler, replay):
+    result = crawl_feed(crawler, "/entities.rss")
+    assert result.returncode == 0, result.stderr
+    (post,) = result.posts().values()
+    assert front(post)["title"] == "News from Example Co."  # nbsp: whitespace in a title
+    assert "<p>Example Co. says hello.</p>" in post.decode()
+
+
+def test_entity_bomb_is_a_bad_feed_and_memory_stays_small(crawler, replay):
+    """8 MB entity x 90 references: feedparser would expand 720 MB (under expat's 100x
+    amplification limit); without the check this crawl reached 2.3 GiB of RSS and died at the
+    3 GiB address-space limit set here. With it: about 140 MiB."""
+    replay.set_reply("/bomb.rss", Reply(body=_entity_bomb(8 << 20, 90), content_type="text/xml"))
+    url = f"url={replay.base_url}/bomb.rss"
+    result = crawler.command(
+        *["crawl", "feed", "-a", url, "-a", CATEGORIES, "-a", AUTHOR], memory_limit=3 << 30
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert result.stat("feeds/entity_expansion") == 1
+    assert result.stat("listings/failed") == 1
+    assert (
+        f"Bad feed {replay.base_url}/bomb.rss: entity declarations in the DTD expand to more "
+        "than 1048576 bytes"
+    ) in result.stderr
+    assert result.posts() == {}
+    assert result.peak_rss_kib is not None
+    assert result.peak_rss_kib < 400 * 1024, result.peak_rss_kib

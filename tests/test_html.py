@@ -6,14 +6,21 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from aggregator.pipelines.normalize import NormalizeHtmlPipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scrapy.utils.test import get_crawler
 
+from aggregator.items import Article
+from aggregator.render import html as html_module
 from aggregator.render.html import (
     DEFAULT_IMAGE_PROXY,
     LAZY_ATTRIBUTES,
+    NH3_CLEAN_CONTENT_TAGS,
+    NH3_TAGS,
     ImageProxy,
     NormalisedHtml,
+    UnsafeHtml,
     normalise_html,
 )
 
@@ -608,3 +615,222 @@ def test_full_document_input_keeps_only_body_content() -> None:
 def test_output_never_contains_raw_tag_in_attribute_values() -> None:
     out = norm('<img alt="<b>bold</b>" src="/a.png">').html
     assert re.findall(r"<[a-z]+", out) == ["<img"]
+
+
+# --- everything a parser makes an image -----------------------------------------------------
+
+
+def _unproxied_image_addresses(html: str) -> list[str]:
+    """Image addresses in the output that neither go through the proxy nor are data: URLs."""
+    root = lxml.html.fragment_fromstring(html, create_parent="div")
+    found = []
+    for element in root.iter("img", "source", "video"):
+        addresses = [element.get("poster" if element.tag == "video" else "src")]
+        if element.tag == "source":
+            addresses = []
+        addresses += [c.split()[0] for c in (element.get("srcset") or "").split(", ") if c]
+        found += [a for a in addresses if a and not a.startswith((PX, "data:"))]
+    return found
+
+
+IMAGE_MAKERS = [
+    '<image src="http://img.example.cn/a.png">',
+    '<IMAGE SRC="//img.example.cn/a.png" alt="a">',
+    '<image data-src="/a.png" srcset="/a.png 1x, /b.png 2x">',
+    '<p><image src="/a.png">after</image> tail</p>',
+    '<input type="image" src="http://img.example.cn/a.png">',
+    '<picture><source srcset="http://img.example.cn/a.webp"><img src="/a.png"></picture>',
+    '<svg><image href="http://img.example.cn/a.png"/><image xlink:href="/b.png"/></svg>',
+    '<video poster="http://img.example.cn/p.jpg" src="/v.mp4"></video>',
+    '<math><mtext><img src="http://img.example.cn/a.png"></mtext></math>',
+    '<table background="http://img.example.cn/a.png"><tr><td>x</td></tr></table>',
+    '<object data="http://img.example.cn/a.png" type="image/png"></object>',
+]
+
+
+@pytest.mark.parametrize("html", IMAGE_MAKERS)
+def test_every_image_an_html_parser_makes_is_proxied_or_dropped(html: str) -> None:
+    result = norm(html)
+    assert _unproxied_image_addresses(result.html) == []
+    assert all(a.get("referrerpolicy") == "no-referrer" for a in img_attributes(result.html))
+    assert all(image.startswith(PX) for image in result.images)
+    assert "img.example.cn" not in re.sub(
+        re.escape(PX) + "https?://img.example.cn", "", result.html
+    )
+
+
+def test_image_element_is_an_img_and_what_follows_it_stays() -> None:
+    result = norm('<p><image src="/a.png" alt="a">after <b>bold</b></image> tail</p>')
+    assert result.html == (
+        f'<p><img src="{PX}https://news.example.com/a.png" alt="a" {POLICY}>'
+        "after <b>bold</b> tail</p>"
+    )
+    assert result.images == [f"{PX}https://news.example.com/a.png"]
+
+
+def test_image_element_becomes_the_proxied_cover() -> None:
+    item = Article(
+        key="feed-x", site="feed", url=BASE, title="t", body='<image src="http://h.example/c.png">'
+    )
+    out = NormalizeHtmlPipeline(get_crawler().stats, ImageProxy()).process_item(item)
+    assert out.headimg == PX + "http://h.example/c.png"
+
+
+def test_an_image_the_rewrite_pass_misses_is_fixed_by_a_second_pass(monkeypatch, caplog) -> None:
+    # Without the renaming, libxml2 keeps <image> while html5ever (nh3) makes it an <img>.
+    monkeypatch.setattr(html_module, "_RENAMED", {})
+    monkeypatch.setattr(html_module, "_KEPT_TAGS", html_module._KEPT_TAGS | {"image"})
+    result = norm('<image src="http://img.example.cn/a.png">')
+    assert result.html == f'<img src="{PX}http://img.example.cn/a.png" {POLICY}>'
+    assert "escaped the rewrite pass" in caplog.text
+
+
+def test_an_image_that_stays_unproxied_fails_the_article(monkeypatch) -> None:
+    rewriters = {k: v for k, v in html_module._REWRITERS.items() if k != "img"}
+    monkeypatch.setattr(html_module, "_REWRITERS", rewriters)
+    monkeypatch.setattr(html_module, "_REWRITTEN_TAGS", tuple(rewriters))
+    with pytest.raises(UnsafeHtml):
+        norm('<img src="http://img.example.cn/a.png">')
+    with pytest.raises(UnsafeHtml):  # proxied, but without its referrer policy
+        norm(f'<img src="{PX}http://img.example.cn/a.png">')
+
+
+# --- unknown elements ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<root>text in root</root><p>x</p>", "text in root"),
+        ("<template>from a <b>template</b></template>", "from a template"),
+        ("<custom-card><h3>Title</h3>body</custom-card>", "Titlebody"),
+        ("<foo:bar>namespaced</foo:bar>", "namespaced"),
+        ("<p>a<mi>b</mi><text>c</text><desc>d</desc>e</p>", "abcde"),
+        ("<font color=red>old</font> <blink>school</blink>", "old school"),
+        ("<form><label>name</label><button>go</button></form>", "namego"),
+    ],
+)
+def test_unknown_elements_are_unwrapped_and_keep_their_text(html: str, text: str) -> None:
+    out = norm(html).html
+    root = lxml.html.fragment_fromstring(out, create_parent="div")
+    assert text in root.text_content()
+    assert not {e.tag for e in root.iter()} - NH3_TAGS - {"div"}
+
+
+def test_mathml_is_flattened_to_its_text_without_annotations() -> None:
+    html = (
+        "<p>so <math><semantics><mrow><mi>x</mi><mo>+</mo><mn>1</mn></mrow>"
+        '<annotation encoding="application/x-tex">x+1</annotation></semantics></math> holds</p>'
+    )
+    assert norm(html).html == "<p>so x+1 holds</p>"
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)></style>",
+        "<math><mi><a href='javascript:alert(1)'>x</a></mi><mtext><img src=x></mtext></math>",
+    ],
+)
+def test_nothing_inside_math_stays_an_element(html: str) -> None:
+    out = norm(html).html
+    assert "<" not in out
+    assert "onerror" not in out and "javascript" not in out
+
+
+def test_script_and_style_content_is_still_removed() -> None:
+    assert {"script", "style"} <= NH3_CLEAN_CONTENT_TAGS
+    # nh3 on its own (the lxml pass removes them first), as its defaults would.
+    assert html_module._CLEANER.clean("a<script>alert(1)</script><style>p{}</style>b") == "ab"
+    assert norm("<root><script>alert(1)</script><style>p{}</style>kept</root>").html == "kept"
+
+
+# --- control characters -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<a href="\x01java\x03script:alert(1)">x</a>',
+        '<a href="java&#1;script:alert(1)">x</a>',
+        '<img src="\x01java\x03script:alert(1)" alt="x">',
+        '<img data-src="\x00http://h/a.png">',
+        '<img srcset="/a.png 2\x01x, \x02/b.png 3x">',
+        '<video poster="/p\x7f.jpg" src="/v\x1f.mp4"></video>',
+        '<blockquote cite="http://h/\x08q">q</blockquote>',
+        '<img alt="a\x01b&#2;c\x0cd" title="\x1ft" src="/a.png">',
+        "<p>a\x01b&#11;c&#x1c;d\x85e&#127;f</p>",
+    ],
+)
+def test_control_characters_never_raise_and_never_reach_the_post(html: str) -> None:
+    out = norm(html).html
+    assert not re.search("[\x00-\x08\x0b-\x1f\x7f-\x9f]", out)
+    assert "javascript" not in out
+
+
+@pytest.mark.parametrize(
+    "src", ["\x01java\x03script:alert(1)", "http://h/a\x01.png", "/a\x7f.png", "java&#3;script:x"]
+)
+def test_url_with_control_characters_is_dropped(src: str) -> None:
+    result = norm(f'<img src="{src}" alt="x"><a href="{src}">l</a>')
+    assert result.html == f'<img alt="x" {POLICY}><a rel="noopener noreferrer">l</a>'
+    assert result.images == []
+
+
+def test_leading_and_trailing_controls_and_spaces_are_stripped_like_a_browser() -> None:
+    result = norm('<img src="\x01 \x1fhttp://h/a.png\t\n\x02">', proxy=NO_PROXY)
+    assert result.images == ["http://h/a.png"]
+
+
+# --- alt and title ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "<img src=x onerror=alert(1)>",
+        "&lt;img src=x onerror=alert(1)&gt;",
+        'x" onmouseover="alert(1)',
+        "</span><script>alert(1)</script>",
+        "a<b>c",
+    ],
+)
+def test_alt_and_title_cannot_carry_markup(value: str) -> None:
+    quoted = value.replace('"', "&quot;")
+    out = norm(f'<img alt="{quoted}" title="{quoted}" src="/a.png"><a title="{quoted}">x</a>')
+    root = lxml.html.fragment_fromstring(out.html, create_parent="div")
+    values = [e.get(name) for e in root.iter("img", "a") for name in ("alt", "title")]
+    assert len(values) == 4
+    for caption in filter(None, values):
+        assert not set(caption) & set('<>"')
+        # What Hexo's landscape theme does with an image's alt:
+        themed = f'<span class="caption">{caption}</span><a data-caption="{caption}"></a>'
+        tree = lxml.html.fragment_fromstring(themed, create_parent="div")
+        assert [e.tag for e in tree.iter()] == ["div", "span", "a"]
+        assert list(tree.find("a").attrib) == ["data-caption"]
+
+
+def test_alt_and_title_keep_their_text() -> None:
+    out = norm(
+        '<img alt="Fig. 1: a < b, &quot;quoted&quot; &amp; more" title="it\'s" src="/a.png">'
+    )
+    (attributes,) = img_attributes(out.html)
+    assert attributes["alt"] == "Fig. 1: a  b, quoted & more"
+    assert attributes["title"] == "it's"
+
+
+def test_markup_like_text_in_other_attributes_or_text_is_untouched() -> None:
+    out = norm('<p data-x="&lt;b&gt;">alt="&lt;b&gt;" title="&quot;"</p>').html
+    assert out == '<p data-x="&lt;b&gt;">alt="&lt;b&gt;" title="""</p>'
+
+
+@pytest.mark.parametrize(
+    "html",
+    ['<img alt="" src="/i/"{{.png">', '<img {x}="1" src="/a.png">', '<img src="/a.png" {="">'],
+)
+def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
+    result = norm(html)
+    assert result.images == [f"{PX}https://news.example.com/a.png"] or result.images == [
+        f"{PX}https://news.example.com/i/"
+    ]
+    assert "{" not in result.html

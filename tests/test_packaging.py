@@ -8,10 +8,12 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# tzdata is zoneinfo's fallback data: used wherever zoneinfo is
 IMPORT_NAMES = {
     "python-frontmatter": "frontmatter",
     "PyYAML": "yaml",
     "scrapy-redis": "scrapy_redis",
+    "tzdata": "zoneinfo",
 }
 
 

@@ -4,23 +4,29 @@ standing in for Hexo's js-yaml)."""
 
 from __future__ import annotations
 
+import email.utils
 import locale
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
+from scrapy.settings import Settings
 
+from aggregator.errors import ConfigError
 from aggregator.render import post as post_module
 from aggregator.render.post import (
     PostFields,
     parse_front_matter,
+    post_timezone,
     render_front_matter,
     render_post,
     rfc1123,
+    wall_time,
 )
 
 EXPECTED = Path(__file__).resolve().parent / "fixtures" / "qutoutiao" / "expected" / "58837411.md"
@@ -461,3 +467,59 @@ def test_python_frontmatter_reads_the_same_metadata(value):
 def test_yaml_readers_agree_on_the_reference_file():
     block = _block(EXPECTED.read_text(encoding="utf-8"))
     assert yaml.safe_load(block) == _RUAMEL.load(block)
+
+
+# --- POST_TIMEZONE ----------------------------------------------------------------------------
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def test_rfc1123_is_the_stdlib_form():
+    for dt in (DATE, datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(9, 1, 2, tzinfo=UTC)):
+        assert rfc1123(dt) == email.utils.format_datetime(dt, usegmt=True)
+    assert rfc1123(datetime(9, 1, 2, tzinfo=UTC)) == "Fri, 02 Jan 0009 00:00:00 GMT"
+
+
+def test_wall_time_in_the_blogs_zone():
+    assert wall_time(DATE, SHANGHAI) == "2022-02-02 16:08:41"
+    assert wall_time(datetime(2022, 12, 31, 20, 0, tzinfo=UTC), SHANGHAI) == "2023-01-01 04:00:00"
+    new_york = ZoneInfo("America/New_York")
+    assert wall_time(datetime(2024, 7, 1, 12, 0, tzinfo=UTC), new_york) == "2024-07-01 08:00:00"
+    assert wall_time(datetime(2024, 1, 1, 12, 0, tzinfo=UTC), new_york) == "2024-01-01 07:00:00"
+    assert wall_time(DATE, ZoneInfo("UTC")) == "2022-02-02 08:08:41"
+
+
+def test_date_is_the_quoted_wall_time_when_a_timezone_is_set():
+    fields = _fields(timezone=SHANGHAI)
+    front_matter = render_front_matter(fields)
+    assert "\ndate: '2022-02-02 16:08:41'\n" in front_matter
+    # a string for both YAML versions (Hexo parses it as the site's wall time)
+    py, ru = _read_both(fields)
+    assert py["date"] == ru["date"] == "2022-02-02 16:08:41"
+    # nothing else changes
+    assert render_post(fields).replace(b"'2022-02-02 16:08:41'", b"X") == render_post(
+        _fields()
+    ).replace(b"Wed, 02 Feb 2022 08:08:41 GMT", b"X")
+
+
+def test_without_a_timezone_the_date_is_rfc1123_gmt():
+    assert "\ndate: Wed, 02 Feb 2022 08:08:41 GMT\n" in render_front_matter(_fields())
+    with pytest.raises(TypeError):
+        _fields(timezone="Asia/Shanghai")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(None, None), ("", None), ("  ", None), ("Asia/Shanghai", SHANGHAI), ("UTC", ZoneInfo("UTC"))],
+)
+def test_post_timezone_setting(value, expected):
+    assert post_timezone(Settings({"POST_TIMEZONE": value})) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["Asia/Shangai", "asia/shanghai", "GMT+8", "+08:00", "../etc/passwd", "/etc/localtime", 8],
+)
+def test_bad_post_timezone_is_a_config_error(value):
+    with pytest.raises(ConfigError, match="POST_TIMEZONE"):
+        post_timezone(Settings({"POST_TIMEZONE": value}))

@@ -31,6 +31,15 @@ def test_reference_article_via_json_detail_matches_byte_for_byte(crawler, replay
     assert replay.hits("/detail/58837411.html") == 0
 
 
+def test_post_timezone_writes_the_date_as_the_blogs_wall_time(crawler, replay):
+    result = crawler.crawl("qutoutiao", "cid=1", POST_TIMEZONE="Asia/Shanghai")
+    assert result.returncode == 0, result.stderr
+    post = result.posts()[REFERENCE_POST]
+    # 08:08:41 GMT is 16:08:41 in Shanghai; nothing else in the post changes
+    assert b"\ndate: '2022-02-02 16:08:41'\n" in post
+    assert post.replace(b"'2022-02-02 16:08:41'", b"Wed, 02 Feb 2022 08:08:41 GMT") == EXPECTED
+
+
 def test_reference_article_via_html_page_matches_byte_for_byte(crawler, replay):
     listing = json.loads((REFERENCE / "outList-cid-1-page-1.json").read_text())
     for entry in listing["data"]["data"]:
@@ -268,6 +277,7 @@ def test_failed_write_is_not_marked_published_and_is_written_next_run(crawler, r
         ({"OUTPUT_URI": "s3://bucket/blog", "S3_MAX_UPLOADS": "0"}, "S3_MAX_UPLOADS"),
         ({"OUTPUT_URI": "s3://bucket/blog", "AWS_SESSION_TOKEN": "t"}, "AWS_ACCESS_KEY_ID and"),
         ({"OUTPUT_URI": "s3://bucket/blog", "AWS_ACCESS_KEY_ID": "k"}, "AWS_SECRET_ACCESS_KEY"),
+        ({"POST_TIMEZONE": "Asia/Shangai"}, "POST_TIMEZONE='Asia/Shangai': expected an IANA"),
     ],
 )
 def test_unusable_output_setting_exits_2_before_crawling(crawler, replay, settings, message):

@@ -1,5 +1,6 @@
 """S3 output against moto's standalone server over real HTTP: crawls in a subprocess (as cron
-runs them) and the storage's blocking half called directly where a fault must be injected."""
+runs them), and the blocking pieces (client, uploader, manifest journal) called directly where a
+fault must be injected."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
 from aggregator.state.sqlite import SqliteCrawlState
 from aggregator.storage import PostRecord
-from aggregator.storage.s3.storage import (
+from aggregator.storage.s3.client import connect, quiet_sdk_debug_logs
+from aggregator.storage.s3.config import S3Config, parse_s3_uri
+from aggregator.storage.s3.manifests import (
     ManifestJournal,
-    S3PostStorage,
-    S3UploadError,
-    parse_s3_uri,
-    quiet_sdk_debug_logs,
+    journal_dir,
+    resend_leftover_manifests,
 )
+from aggregator.storage.s3.objects import ObjectLayout, S3Uploader, S3UploadError, post_metadata
+from aggregator.storage.s3.storage import S3PostStorage
 
 SITE = Path(__file__).resolve().parent / "fixtures" / "site"
 CID10 = [f"qutoutiao-{i}" for i in range(1001, 1007)]
@@ -226,11 +229,42 @@ def test_uploads_run_in_parallel_bounded_and_faults_are_resolved_in_a_crawl(
     result = crawler.crawl("qutoutiao", "cid=10", S3_MAX_UPLOADS="2", **settings)
     assert result.returncode == 0, result.stderr
     assert result.stat("s3/peak_in_flight") == 2
+    assert fault_proxy.peak_in_flight("PUT") <= 2  # as the server saw them
     assert result.stat("s3/conflict_retries") == 1
     assert result.stat("s3/already_ours") == 1  # 1002: our PUT landed, its answer was lost
     assert result.stat("s3/uploaded") == 5
     assert result.stat("articles/new") == 6
     assert manifest_article_keys(s3_bucket) == CID10
+
+
+def test_slow_uploads_all_land_in_the_bucket_and_the_manifest_before_the_run_ends(
+    crawler, replay, s3_bucket, fault_proxy
+):
+    # Every post's PUT is answered late, the last article's much later: the crawl has run out
+    # of requests long before the uploads are done. The run must still end with every post in
+    # the bucket, in its manifest and in its stats, so nothing may let the storage close (send
+    # the manifest, stop its threads) while an upload is in flight.
+    fault_proxy.delay("PUT", ".md", 0.5)
+    fault_proxy.delay("PUT", "/qutoutiao-1006.md", 1.5)
+    settings = s3_bucket.settings(endpoint_url=fault_proxy.endpoint_url)
+    result = crawler.crawl("qutoutiao", "cid=10", S3_MAX_UPLOADS="3", **settings)
+    assert result.returncode == 0, result.stderr
+
+    assert set(s3_bucket.object_keys("blog/qutoutiao/")) == post_keys()
+    assert len(s3_bucket.manifests()) == 1
+    assert manifest_article_keys(s3_bucket) == CID10
+    assert result.stat("articles/new") == 6
+    assert result.stat("s3/uploaded") == 6
+    assert result.stat("s3/manifest_lines") == 6
+    assert store(crawler.state).published_among(CID10) == set(CID10)
+    # the manifest was sent after the last post's PUT was answered
+    posts = [r for r in fault_proxy.relayed if r.method == "PUT" and r.path.endswith(".md")]
+    (manifest,) = [r for r in fault_proxy.relayed if r.path.endswith(".jsonl")]
+    assert len(posts) == 6
+    assert manifest.arrived >= max(r.answered for r in posts)
+    # uploads overlapped, never more than S3_MAX_UPLOADS at once, counted at the server's door
+    assert 2 <= fault_proxy.peak_in_flight("PUT") <= 3
+    assert 2 <= result.stat("s3/peak_in_flight") <= 3
 
 
 # --- the blocking half, with injected faults -------------------------------------------------
@@ -247,36 +281,36 @@ def record(
     )
 
 
-def storage(bucket: S3Bucket, endpoint_url: str, tmp_path: Path, **options) -> S3PostStorage:
-    options = {"writer_id": "writer-a", "conflict_backoff": 0.01, **options}
-    s3 = S3PostStorage(
+def uploader(
+    bucket: S3Bucket, endpoint_url: str, *, writer_id: str = "writer-a", **options
+) -> S3Uploader:
+    """An uploader with a client connected to `bucket` through `endpoint_url`."""
+    config = S3Config.for_uri(
         bucket.uri(),
         access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         secret_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=CREDENTIALS["AWS_REGION_NAME"],
         endpoint_url=endpoint_url,
-        state_dir=tmp_path,
-        **options,
+        **{"conflict_backoff": 0.01, **options},
     )
-    s3.connect()
-    return s3
+    return S3Uploader.from_config(connect(config), config, writer_id=writer_id, run_id="r" * 16)
 
 
-def test_conflict_409_is_retried_with_backoff_then_written(s3_bucket, fault_proxy, tmp_path):
+def test_conflict_409_is_retried_with_backoff_then_written(s3_bucket, fault_proxy):
     fault_proxy.inject(
         "PUT", "/qutoutiao-1001.md", Fault(409, "ConditionalRequestConflict", times=2)
     )
-    uploaded = storage(s3_bucket, fault_proxy.endpoint_url, tmp_path).upload(record())
+    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url).upload(record())
     assert (uploaded.outcome, uploaded.conflicts, uploaded.result.created) == ("created", 2, True)
     assert fault_proxy.count("PUT", "/qutoutiao-1001.md") == 3
     assert s3_bucket.body("blog/qutoutiao/qutoutiao-1001.md") == record().data
 
 
-def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_proxy, tmp_path):
+def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_proxy):
     fault_proxy.inject(
         "PUT", "/qutoutiao-1001.md", Fault(409, "ConditionalRequestConflict", times=9)
     )
-    s3 = storage(s3_bucket, fault_proxy.endpoint_url, tmp_path, conflict_retries=2)
+    s3 = uploader(s3_bucket, fault_proxy.endpoint_url, conflict_retries=2)
     with pytest.raises(
         S3UploadError, match=r"qutoutiao-1001\.md: ConditionalRequestConflict after 2"
     ):
@@ -284,18 +318,18 @@ def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_prox
     assert s3_bucket.object_keys() == []
 
 
-def test_a_landed_put_whose_answer_was_lost_counts_as_ours(s3_bucket, fault_proxy, tmp_path):
+def test_a_landed_put_whose_answer_was_lost_counts_as_ours(s3_bucket, fault_proxy):
     fault_proxy.inject("PUT", "/qutoutiao-1001.md", Fault(500, "InternalError", forward=True))
-    uploaded = storage(s3_bucket, fault_proxy.endpoint_url, tmp_path).upload(record())
+    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url).upload(record())
     assert (uploaded.outcome, uploaded.result.created) == ("ours", True)
     assert uploaded.entry is not None and uploaded.entry["article_key"] == "qutoutiao-1001"
     assert fault_proxy.count("PUT", "/qutoutiao-1001.md") == 2  # botocore retried the 500
 
 
-def test_another_writers_object_is_never_overwritten(s3_bucket, moto_server, tmp_path):
-    theirs = storage(s3_bucket, moto_server.endpoint_url, tmp_path, writer_id="writer-b")
+def test_another_writers_object_is_never_overwritten(s3_bucket, moto_server):
+    theirs = uploader(s3_bucket, moto_server.endpoint_url, writer_id="writer-b")
     assert theirs.upload(record(data=b"their post")).result.created
-    ours = storage(s3_bucket, moto_server.endpoint_url, tmp_path)
+    ours = uploader(s3_bucket, moto_server.endpoint_url)
     different = ours.upload(record(data=b"our post"))
     same_bytes = ours.upload(record(data=b"their post"))
     for uploaded in (different, same_bytes):
@@ -313,18 +347,18 @@ def test_missing_credentials_are_a_clear_error(s3_bucket, tmp_path, monkeypatch)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    s3 = S3PostStorage(
+    config = S3Config.for_uri(
         s3_bucket.uri(), endpoint_url=s3_bucket.endpoint_url, region_name="us-east-1"
     )
     with pytest.raises(
         ConfigError, match=r"OUTPUT_URI s3://.*: no AWS credentials found; set AWS_ACCESS_KEY_ID"
     ):
-        s3.connect()
+        connect(config)
 
 
-def test_unreachable_endpoint_is_a_clear_error(tmp_path):
+def test_unreachable_endpoint_is_a_clear_error():
     endpoint = f"http://127.0.0.1:{free_port()}"
-    s3 = S3PostStorage(
+    config = S3Config.for_uri(
         "s3://somewhere/blog",
         endpoint_url=endpoint,
         max_attempts=1,
@@ -333,34 +367,34 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path):
         region_name="us-east-1",
     )
     with pytest.raises(ConfigError, match=r"check AWS_ENDPOINT_URL"):
-        s3.connect()
+        connect(config)
 
 
 # --- layout and metadata -------------------------------------------------------------------
-def test_metadata_is_ascii_and_the_source_url_decodes_back(tmp_path):
-    s3 = S3PostStorage("s3://bucket/a/b/", writer_id="w")
+def test_metadata_is_ascii_and_the_source_url_decodes_back():
     url = "https://新闻.example.cn/文章/1.html?标题=你好&x=%20y"
-    metadata = s3.metadata(record(url=url), "ab" * 32)
+    metadata = post_metadata(record(url=url), "ab" * 32, writer_id="w", run_id="r")
     assert all(value.isascii() for value in metadata.values())
     assert unquote(metadata["source-url"]) == unquote(url)
     assert metadata["published"] == "2024-05-06T07:08:09Z"
-    assert s3.object_key(record()) == "a/b/qutoutiao/qutoutiao-1001.md"
+    assert (metadata["writer"], metadata["run"]) == ("w", "r")
+    layout = ObjectLayout(*parse_s3_uri("s3://bucket/a/b/"))
+    assert layout.post_key(record()) == "a/b/qutoutiao/qutoutiao-1001.md"
 
 
 def test_a_very_long_source_url_is_cut_and_flagged_in_metadata():
-    s3 = S3PostStorage("s3://bucket", writer_id="w")
-    metadata = s3.metadata(record(url="https://example.com/" + "文" * 1000), "0" * 64)
+    long_url = "https://example.com/" + "文" * 1000
+    metadata = post_metadata(record(url=long_url), "0" * 64, writer_id="w", run_id="r")
     assert len(metadata["source-url"]) <= 1500
     assert re.search(r"%[0-9A-F]{2}$", metadata["source-url"])  # no escape cut in half
     assert metadata["source-url-truncated"] == "true"
-    assert s3.object_key(record()) == "qutoutiao/qutoutiao-1001.md"
+    assert ObjectLayout("bucket").post_key(record()) == "qutoutiao/qutoutiao-1001.md"
 
 
 def test_object_keys_come_only_from_safe_article_keys():
-    s3 = S3PostStorage("s3://bucket/blog", writer_id="w")
     unsafe = PostRecord("../etc", "qutoutiao", "t", "http://x", datetime.now(UTC), b"")
     with pytest.raises(ValueError, match="refusing"):
-        s3.object_key(unsafe)
+        ObjectLayout("bucket", "blog").post_key(unsafe)
 
 
 @pytest.mark.parametrize(
@@ -406,12 +440,37 @@ def test_settings_reach_the_storage_and_size_the_connection_pool(s3_bucket, tmp_
         S3_MAX_ATTEMPTS="7",
         STATE_DIR=str(tmp_path),
     )
-    s3 = S3PostStorage.from_crawler(crawler, s3_bucket.uri())
-    assert (s3.use_ssl, s3.verify, s3.max_uploads) == (False, False, 3)
-    assert s3.endpoint_url == s3_bucket.endpoint_url
-    s3.connect()
-    assert s3.client.meta.config.max_pool_connections == 4  # uploads + the manifest
-    assert s3.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
+    config = S3PostStorage.from_crawler(crawler, s3_bucket.uri()).config
+    assert (config.use_ssl, config.verify, config.max_uploads) == (False, False, 3)
+    assert config.endpoint_url == s3_bucket.endpoint_url
+    client = connect(config)
+    assert client.meta.config.max_pool_connections == 4  # uploads + the manifest
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 7}
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"S3_MAX_UPLOADS": "0"}, "S3_MAX_UPLOADS must be at least 1, not 0"),
+        ({"S3_MAX_ATTEMPTS": "0"}, "S3_MAX_ATTEMPTS must be at least 1, not 0"),
+        ({"AWS_ACCESS_KEY_ID": "k"}, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY together"),
+        ({"AWS_SESSION_TOKEN": "t"}, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY together"),
+    ],
+)
+def test_settings_are_checked_alike_before_a_crawl_and_when_the_storage_is_built(settings, message):
+    crawler = project_crawler(**settings)
+    with pytest.raises(NotConfigured, match=message):
+        S3PostStorage.check_settings("s3://bucket/blog", crawler.settings)
+    with pytest.raises(NotConfigured, match=message):
+        S3PostStorage.from_crawler(crawler, "s3://bucket/blog")
+
+
+def test_a_config_never_shows_its_secrets():
+    config = S3Config.for_uri(
+        "s3://bucket/blog", access_key="key-id", secret_key="s3cr3t-key", session_token="t0ken"
+    )
+    assert (config.bucket, config.prefix, config.access_key) == ("bucket", "blog", "key-id")
+    assert "s3cr3t-key" not in repr(config) and "t0ken" not in repr(config)
 
 
 def test_the_writer_id_is_kept_in_the_crawl_state(tmp_path):
@@ -420,7 +479,8 @@ def test_the_writer_id_is_kept_in_the_crawl_state(tmp_path):
     async def records():
         return state.records
 
-    first, again = (S3PostStorage("s3://b", records=records) for _ in range(2))
+    config = S3Config.for_uri("s3://b")
+    first, again = (S3PostStorage(config, records=records) for _ in range(2))
     assert first.writer_id != again.writer_id  # fresh until the state is read at open
     asyncio.run(first._load_writer_id())
     asyncio.run(again._load_writer_id())
@@ -450,18 +510,19 @@ def test_a_journal_left_behind_is_sent_once_and_never_while_its_run_lives(tmp_pa
 def test_a_leftover_manifest_that_cannot_be_sent_stays_and_the_run_goes_on(
     s3_bucket, fault_proxy, tmp_path
 ):
-    s3 = storage(s3_bucket, fault_proxy.endpoint_url, tmp_path, max_attempts=1)
-    left = ManifestJournal(s3.journal_dir, "qutoutiao", "b" * 16)
+    s3 = uploader(s3_bucket, fault_proxy.endpoint_url, max_attempts=1)
+    directory = journal_dir(tmp_path, s3_bucket.name, "blog")
+    left = ManifestJournal(directory, "qutoutiao", "b" * 16)
     left.claim()
     left.append({"key": "blog/qutoutiao/qutoutiao-1001.md"})
     left.release()  # its run died before sending it
     fault_proxy.inject("PUT", ".jsonl", Fault(503, "SlowDown", times=1))
 
-    sent, failed = s3.resend_leftover_manifests()  # does not raise: the run goes on
+    sent, failed = resend_leftover_manifests(directory, s3.put_manifest)  # the run goes on
     assert sent == [] and len(failed) == 1 and str(left.path) in failed[0]
     assert left.path.exists()  # kept for the next run
 
-    sent, failed = s3.resend_leftover_manifests()  # the bucket answers again
+    sent, failed = resend_leftover_manifests(directory, s3.put_manifest)  # answers again
     assert failed == [] and len(sent) == 1
     assert not left.path.exists()
     assert s3_bucket.manifests() == {sent[0]: [{"key": "blog/qutoutiao/qutoutiao-1001.md"}]}

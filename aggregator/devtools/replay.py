@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -52,6 +52,7 @@ class Reply:
     content_type: str = "text/plain; charset=utf-8"
     times: int | None = None  # None: for good
     delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Content-Encoding
 
 
 class ReplayServer:
@@ -145,8 +146,9 @@ class ReplayServer:
                 return candidate
         return None
 
-    def resolve(self, target: str) -> tuple[int, bytes, str]:
-        """Status, body and content type for a request target, from overrides or the roots."""
+    def resolve(self, target: str) -> tuple[int, bytes, str, dict[str, str]]:
+        """Status, body, content type and other headers for a request target, from overrides
+        or the roots."""
         parts = urlsplit(target)
         with self._lock:
             self.requests.append(target)
@@ -154,7 +156,7 @@ class ReplayServer:
         if reply is not None:
             if reply.delay:
                 time.sleep(reply.delay)
-            return reply.status, reply.body, reply.content_type
+            return reply.status, reply.body, reply.content_type, reply.headers
         if parts.path == LISTING_PATH:
             query = parse_qs(parts.query)
             cid = query.get("cid", ["1"])[0]
@@ -162,15 +164,15 @@ class ReplayServer:
             found = self._find(f"outList-cid-{cid}-page-{page}.json")
             if found is None:
                 body = json.dumps(EMPTY_LISTING).encode()
-                return 200, body, CONTENT_TYPES[".json"]
+                return 200, body, CONTENT_TYPES[".json"], {}
         else:
             found = self._find(parts.path.lstrip("/")) if parts.path != "/" else None
         if found is None:
-            return 404, b"not found", "text/plain; charset=utf-8"
+            return 404, b"not found", "text/plain; charset=utf-8", {}
         body = found.read_bytes()
         if found.suffix in TEXT_SUFFIXES:
             body = body.replace(b"__BASE__", self.base_url.encode())
-        return 200, body, CONTENT_TYPES.get(found.suffix, "application/octet-stream")
+        return 200, body, CONTENT_TYPES.get(found.suffix, "application/octet-stream"), {}
 
 
 def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
@@ -183,7 +185,7 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             if server.latency:
                 time.sleep(server.latency)
-            status, body, content_type = server.resolve(self.path)
+            status, body, content_type, headers = server.resolve(self.path)
             etag = '"' + hashlib.sha1(body).hexdigest() + '"'
             if status == 200 and self._not_modified(etag):
                 self.send_response(304)
@@ -194,6 +196,8 @@ def _handler_for(server: ReplayServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                self.send_header(name, value)
             if status == 200:
                 self.send_header("ETag", etag)
                 self.send_header("Last-Modified", FIXED_LAST_MODIFIED)

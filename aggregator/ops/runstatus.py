@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from aggregator.render.post import post_timezone
 from aggregator.state import check_state_settings
 from aggregator.stats import failures
 from aggregator.storage import check_output_settings
@@ -48,16 +49,19 @@ def exit_status(crawlers: Iterable[Crawler], bootstrap_failed: bool = False) -> 
 
 def check_settings(settings: BaseSettings, spidercls: type, arguments: dict[str, Any]) -> None:
     """Settings mistakes are configuration errors found before anything starts (raises
-    aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, DEDUPE_URI, and
+    aggregator.errors.ConfigError): OUTPUT_URI and its backend's settings, DEDUPE_URI, POST_TIMEZONE
+    and
     whatever the spider checks in its `check_settings` (e.g. the feed spider's RSSHUB_BASE)."""
     check_run_settings(settings)
     check_spider_settings(settings, spidercls, arguments)
 
 
 def check_run_settings(settings: BaseSettings) -> None:
-    """The settings every crawl of a run shares: where posts go and where the state is."""
+    """The settings every crawl of a run shares: where posts go, where the state is, the
+    blog's time zone."""
     check_output_settings(settings)
     check_state_settings(settings)
+    post_timezone(settings)
 
 
 def check_spider_settings(

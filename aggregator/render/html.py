@@ -1,9 +1,17 @@
-"""Article HTML normaliser: lazy images, absolute and proxied addresses, then sanitising.
+"""Article HTML normaliser: lazy images, absolute and proxied addresses, sanitising, then an
+encoding that keeps the body inert in a Hexo post.
 
-The rewriting happens on an lxml tree and nh3 (ammonia) runs last, so whatever the rewrite
-pass misses is still sanitised. Two things ammonia cannot do are done in the lxml pass:
-``srcset`` is not parsed by ammonia, and ``data:`` has to be an allowed URL scheme for inline
-images, so ``data:`` (and any other non-link scheme) is removed from links here instead.
+The rewriting happens on an lxml tree and nh3 (ammonia) sanitises what the rewrite pass
+serialised, so whatever that pass misses is still sanitised. Two things ammonia cannot do are
+done in the lxml pass: ``srcset`` is not parsed by ammonia, and ``data:`` has to be an allowed
+URL scheme for inline images, so ``data:`` (and any other non-link scheme) is removed from links
+here instead. The lxml pass also gives nh3 a tree both parsers read alike: elements an HTML
+parser turns into others (``<image>`` is ``<img>``) are renamed, elements nh3 does not know are
+unwrapped (their text kept), MathML is flattened to its text, comments go.
+
+nh3's output is then checked (every ``<img>`` proxied, with its referrer policy) and finished
+(control characters out, ``alt``/``title`` without markup), and :func:`inert_html` writes it so
+that Hexo's Nunjucks and Markdown passes leave it as it is (see there).
 """
 
 from __future__ import annotations
@@ -35,14 +43,14 @@ _PLACEHOLDER_RE = re.compile(r"(\{url\}|\{url_quoted\})")
 
 # Elements dropped together with their content before serialising. They are either unsafe or
 # parsed differently by libxml2 and html5ever (raw text, foreign content, "in select" mode);
-# removing them up front means nh3 sees exactly the tree the rewrite pass checked.
+# removing them up front means nh3 sees exactly the tree the rewrite pass checked. Every other
+# element nh3 does not allow is unwrapped in the lxml pass, its text kept (ammonia itself drops
+# the content of elements named like SVG or MathML ones: `<root>`, `<mi>`, `<text>`, ...).
 _DROP_WITH_CONTENT = (
     "script",
     "style",
     "svg",
-    "math",
     "noscript",
-    "template",
     "iframe",
     "noembed",
     "noframes",
@@ -52,6 +60,26 @@ _DROP_WITH_CONTENT = (
     "title",
     "select",
 )
+# MathML is flattened to its text (`x+1`), without the annotations (TeX source and the like)
+# a browser does not show either; no element inside <math> survives.
+_MATH_HIDDEN = ("annotation", "annotation-xml")
+# Elements HTML parsers read as others: `<image>` is an `<img>` (void: what libxml2 put inside
+# it follows it), `<listing>` is a `<pre>`.
+_RENAMED = {"image": "img", "listing": "pre"}
+_VOID_AFTER_RENAMING = frozenset({"img"})
+
+# C0 controls other than HTML whitespace, DEL and C1 controls: never text a reader sees, and
+# (VT, FS, GS, RS, NEL) line breaks for some readers. Removed from the output.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+# What lxml refuses in an attribute value (XML 1.0: C0 controls but tab and newlines, FF
+# included, and U+FFFE/U+FFFF); removed from the values the lxml pass sets.
+_NOT_XML_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# In a URL: a browser strips leading and trailing C0 controls and spaces and removes tabs and
+# newlines anywhere; any other control left makes the address unusable here (dropped), rather
+# than guessing what a browser would do with `java\x03script:`.
+_URL_STRIP = "".join(chr(c) for c in range(0x21))
+_URL_TAB_NEWLINE_RE = re.compile("[\t\n\r]")
+_URL_CONTROL_RE = re.compile("[\x00-\x1f\x7f]")
 
 # libxml2 stops parsing at </html>, and </body> puts what follows outside the body; in a
 # fragment both are noise. "</_" is not a valid end tag, so the parser reads a bogus comment,
@@ -64,6 +92,35 @@ _ODD_DATA_ATTRIBUTES = etree.XPath(
     "descendant::*/@*[starts-with(name(), 'data-')"
     " and translate(name(), 'abcdefghijklmnopqrstuvwxyz0123456789-_.', '') != '']"
 )
+
+# Attribute names worth keeping when an element's attributes are rebuilt (nh3 allows no other).
+_PLAIN_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_.:-]*")
+
+_NESTED_MATH = etree.XPath("descendant::math[not(ancestor::math)]")
+
+# `alt` and `title` are text, but themes write them out as HTML: Hexo's landscape theme puts
+# an image's alt into a caption element and into a double-quoted attribute. In the sanitised
+# output (canonical: `name="value"`, `<`, `>`, `"` escaped in values, never raw) these are the
+# start tags holding an alt or title with one of those characters; they lose it (see
+# _attribute_without_markup).
+_CAPTION_TAG_RE = re.compile(
+    r'<[a-z][a-z0-9]*(?:\s[^\s=>]+="[^"]*")*?\s(?:alt|title)="[^"]*&(?:lt|gt|quot);[^>]*>'
+)
+_CAPTION_MARKUP_RE = re.compile("&(?:lt|gt|quot);")
+# The same canonical form: attributes one by one from the start of a tag, so a match never
+# starts inside a value.
+_ATTRIBUTE_RE = re.compile(r'(\s)([^\s=>]+)="([^"]*)"')
+_IMAGE_TAG_RE = re.compile(r"<(img|source|video)(?:\s[^>]*)?>")
+_IMAGE_ADDRESSES = {"img": ("src",), "source": (), "video": ("poster",)}  # and srcset
+
+# inert_html
+_HTML_SPACE = " \t\n\r\x0c"
+_LINE_BREAK_RE = re.compile("[\n\r\x0c]")
+_COLLAPSIBLE_RE = re.compile("[ \t\n\r\x0c]*[\n\r\x0c][ \t\n\r\x0c]*")
+_ENCODED_BREAKS = str.maketrans({"\n": "&#10;", "\r": "&#13;", "\x0c": "&#12;"})
+_TAG_SPLIT_RE = re.compile(r"(<[^>]*>)")
+_TAG_NAME_RE = re.compile(r"<(/?)([a-zA-Z][^\s/>]*)")
+_PREFORMATTED = frozenset({"pre", "textarea", "listing", "xmp", "plaintext"})
 
 # HTML spec srcset parsing: candidates are separated by commas, a URL is a run of non-space
 # characters (so proxied URLs and data: URLs may contain commas), and commas inside
@@ -94,7 +151,10 @@ NH3_TAGS: frozenset[str] = frozenset(
     nh3.ALLOWED_TAGS
     | {"section", "figure", "figcaption", "picture", "source", "video", "tfoot", "span", "div"}
 )
-NH3_CLEAN_CONTENT_TAGS: frozenset[str] = frozenset(_DROP_WITH_CONTENT)
+# What nh3 removes with its content. The lxml pass already dropped, flattened or unwrapped all
+# of these; they are here for whatever html5ever sees that libxml2 did not. Given explicitly, the
+# set replaces nh3's default ({"script", "style"}), so those two must stay in it.
+NH3_CLEAN_CONTENT_TAGS: frozenset[str] = frozenset(_DROP_WITH_CONTENT) | {"math", "template"}
 NH3_ATTRIBUTES: dict[str, set[str]] = _build_nh3_attributes()
 NH3_URL_SCHEMES: frozenset[str] = frozenset({"http", "https", "mailto", "data"})
 NH3_GENERIC_ATTRIBUTE_PREFIXES: frozenset[str] = frozenset({"data-"})
@@ -102,6 +162,10 @@ NH3_GENERIC_ATTRIBUTE_PREFIXES: frozenset[str] = frozenset({"data-"})
 _FORBIDDEN_TAGS = {"svg", "math", "script", "style", "iframe", "object", "embed", "form"}
 if _FORBIDDEN_TAGS & NH3_TAGS:
     raise RuntimeError(f"nh3 allow-list contains {sorted(_FORBIDDEN_TAGS & NH3_TAGS)}")
+if not {"script", "style"} <= NH3_CLEAN_CONTENT_TAGS:
+    raise RuntimeError("nh3 would keep the text of <script> and <style>")
+# Elements the lxml pass keeps as they are: what nh3 allows (the rest is unwrapped or dropped).
+_KEPT_TAGS = NH3_TAGS | {"body"}
 
 _CLEANER = nh3.Cleaner(
     tags=set(NH3_TAGS),
@@ -184,14 +248,25 @@ class ImageProxy:
 class NormalisedHtml:
     """The body plus its images, so the post's cover can be the body's first image as is."""
 
-    html: str  # sanitised body HTML
+    html: str  # sanitised body HTML, encoded by inert_html
     images: list[str]  # final (proxied) address of every <img src>, in document order
 
 
+class UnsafeHtml(ValueError):
+    """The sanitised HTML breaks an invariant the normaliser guarantees (an image that is not
+    proxied, or without its referrer policy) even after a second pass: the article must fail
+    rather than be published."""
+
+
+def _xml_safe(value: str) -> str:
+    """`value` without the characters lxml refuses in an attribute value."""
+    return _NOT_XML_RE.sub("", value) if _NOT_XML_RE.search(value) else value
+
+
 def _resolve(raw: str, base_url: str) -> tuple[str, str] | None:
-    raw = raw.strip()
-    if not raw:
-        # urljoin would turn "" into the article's own URL.
+    raw = _URL_TAB_NEWLINE_RE.sub("", raw.strip().strip(_URL_STRIP))
+    if not raw or _URL_CONTROL_RE.search(raw):
+        # urljoin would turn "" into the article's own URL; control characters make no address.
         return None
     try:
         url = urljoin(base_url, raw)
@@ -275,13 +350,15 @@ def _rewrite_img(img: etree._Element, base_url: str, proxy: ImageProxy) -> None:
         elif name == "referrerpolicy":
             rebuilt.append((name, "no-referrer"))
             has_policy = True
-        else:
+        elif _PLAIN_NAME_RE.fullmatch(name):
             rebuilt.append((name, value))
+        # else: a name such as `{{.png"` (from `src="a"{{.png"`), which lxml refuses to set
+        # (a leading `{` reads as a namespace) and nh3 would drop anyway.
     if not has_policy:
         rebuilt.append(("referrerpolicy", "no-referrer"))
     attrib.clear()
     for name, value in rebuilt:
-        attrib[name] = value
+        attrib[name] = _xml_safe(value)
 
 
 def _replace_attribute(
@@ -296,7 +373,7 @@ def _replace_attribute(
     if replacement is None:
         del attrib[name]
     else:
-        attrib[name] = replacement
+        attrib[name] = _xml_safe(replacement)
 
 
 def _rewrite_source(source: etree._Element, base_url: str, proxy: ImageProxy) -> None:
@@ -308,7 +385,7 @@ def _rewrite_source(source: etree._Element, base_url: str, proxy: ImageProxy) ->
         if rewritten is None:
             attrib.pop("srcset", None)
         else:
-            attrib["srcset"] = rewritten
+            attrib["srcset"] = _xml_safe(rewritten)
     _replace_attribute(attrib, "src", lambda value: _media_address(value, base_url))
 
 
@@ -357,11 +434,208 @@ def _without_lone_surrogates(html: str) -> str:
 def _parse_body(html: str) -> etree._Element | None:
     html = _ROOT_END_TAG_RE.sub("</_", _without_lone_surrogates(html))
     try:
-        document = lxml.html.document_fromstring("<html><body>" + html)
+        document = etree.fromstring("<html><body>" + html, _PARSER)
     except (etree.ParserError, ValueError):
         logger.warning("Article HTML could not be parsed", exc_info=True)
         return None
     return document.find("body")
+
+
+# libxml2's HTML parser, with plain elements (lxml.html's element classes make every element
+# visited from Python dearer) and without comments and processing instructions: nh3 would strip
+# them anyway, and their text is where libxml2 and html5ever could disagree.
+_PARSER = etree.HTMLParser(remove_comments=True, remove_pis=True)
+
+
+def _hoist_content(element: etree._Element) -> None:
+    """Move what libxml2 put inside `element` (now a void element) right after it, where an
+    HTML parser puts it."""
+    parent = element.getparent()
+    assert parent is not None  # never the body itself
+    children = list(element)
+    text, tail = element.text, element.tail
+    element.text = None
+    element.tail = text
+    position = parent.index(element) + 1
+    for offset, child in enumerate(children):
+        parent.insert(position + offset, child)  # moves the child and its tail
+    last = children[-1] if children else element
+    last.tail = ((last.tail or "") + (tail or "")) or None
+
+
+def _prepare_tree(body: etree._Element) -> None:
+    """Leave only what both parsers read alike: dropped, flattened, renamed, unwrapped."""
+    tags = {element.tag for element in body.iter()}  # one walk from Python: the dear part
+    dropped = tags.intersection(_DROP_WITH_CONTENT)
+    if dropped:
+        etree.strip_elements(body, *dropped, with_tail=False)
+    if "math" in tags:
+        for math in _NESTED_MATH(body):
+            etree.strip_elements(math, *_MATH_HIDDEN, with_tail=False)
+            etree.strip_tags(math, "*")
+    for old, new in _RENAMED.items():
+        if old in tags:
+            for element in list(body.iter(old)):
+                element.tag = new
+                if new in _VOID_AFTER_RENAMING:
+                    _hoist_content(element)
+    unknown = tags - _KEPT_TAGS - dropped
+    if unknown:
+        etree.strip_tags(body, *unknown)
+
+
+def _sanitise_once(html: str, base_url: str, proxy: ImageProxy) -> str:
+    body = _parse_body(html)
+    if body is None:
+        return ""
+    _prepare_tree(body)
+    for attribute in _ODD_DATA_ATTRIBUTES(body):
+        del attribute.getparent().attrib[attribute.attrname]
+    for element in body.iter(_REWRITTEN_TAGS):
+        _REWRITERS[element.tag](element, base_url, proxy)
+
+    body.attrib.clear()
+    serialised = etree.tostring(body, encoding="unicode", method="html")
+    inner = serialised[len("<body>") : -len("</body>")]
+    cleaned = _finish(_CLEANER.clean(inner))
+    return "" if cleaned.isspace() else cleaned
+
+
+def _finish(cleaned: str) -> str:
+    """Control characters out; alt and title without markup (see _CAPTION_TAG_RE)."""
+    if _CONTROL_RE.search(cleaned):
+        cleaned = _CONTROL_RE.sub("", cleaned)
+    if "&lt;" in cleaned or "&gt;" in cleaned or "&quot;" in cleaned:
+        cleaned = _CAPTION_TAG_RE.sub(_caption_tag_without_markup, cleaned)
+    return cleaned
+
+
+def _caption_tag_without_markup(match: re.Match[str]) -> str:
+    return _ATTRIBUTE_RE.sub(_attribute_without_markup, match.group())
+
+
+def _attribute_without_markup(match: re.Match[str]) -> str:
+    """`alt`/`title` lose `<`, `>` and `"`: a theme writing them into HTML (as landscape does,
+    as element content and inside a double-quoted attribute) cannot be given a tag or break
+    out of the attribute. The rest of the text stays."""
+    if match.group(2) not in ("alt", "title"):
+        return match.group()
+    return f'{match.group(1)}{match.group(2)}="{_CAPTION_MARKUP_RE.sub("", match.group(3))}"'
+
+
+def _images_are_safe(cleaned: str, proxy: ImageProxy) -> bool:
+    """Every `<img>` has the no-referrer policy, and every image address in the output (img
+    src and srcset, source srcset, video poster) is proxied, or data:, or one the proxy leaves
+    alone. The rewrite pass guarantees it when libxml2 and html5ever read the input alike."""
+    for match in _IMAGE_TAG_RE.finditer(cleaned):
+        tag = match.group(1)
+        values = {
+            name: html_lib.unescape(value) for _, name, value in _ATTRIBUTE_RE.findall(match[0])
+        }
+        if tag == "img" and values.get("referrerpolicy") != "no-referrer":
+            return False
+        addresses = [values[name] for name in _IMAGE_ADDRESSES[tag] if name in values]
+        if "srcset" in values:
+            addresses.extend(url for url, _ in _split_srcset(values["srcset"]))
+        if not all(_is_final_image_address(address, proxy) for address in addresses):
+            return False
+    return True
+
+
+def _is_final_image_address(url: str, proxy: ImageProxy) -> bool:
+    if (proxy._prefix and url.startswith(proxy._prefix)) or url[:5].lower() == "data:":
+        return True  # the common cases, without parsing the URL
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:
+        return False
+    if scheme == "data":
+        return True
+    return scheme in _HTTP_SCHEMES and proxy.apply(url) == url
+
+
+def sanitise_html(html: str, base_url: str, proxy: ImageProxy) -> str:
+    """The sanitised body, before :func:`inert_html`; "" when nothing is left.
+
+    Should an image come out of nh3 unproxied or without its referrer policy (html5ever read
+    something as an image that libxml2 did not), the output goes through the whole pass once
+    more, this time parsed from nh3's canonical serialisation; if that does not fix it, the
+    article fails (UnsafeHtml) rather than be published."""
+    if not html or html.isspace():
+        return ""
+    cleaned = _sanitise_once(html, base_url, proxy)
+    if cleaned and not _images_are_safe(cleaned, proxy):
+        logger.warning("An image escaped the rewrite pass; sanitising the article again")
+        cleaned = _sanitise_once(cleaned, base_url, proxy)
+        if cleaned and not _images_are_safe(cleaned, proxy):
+            raise UnsafeHtml("an image is not proxied or has no referrer policy after sanitising")
+    return cleaned
+
+
+def inert_html(html: str) -> str:
+    """Write sanitised HTML so that Hexo passes it through unchanged and a browser reads the
+    same document: one line, no `{` or `}`, not starting with whitespace.
+
+    Hexo renders a post body with Nunjucks (`{{ }}`, `{% %}`, `{# #}`; Hexo 5 and later hide
+    them from the Markdown renderer and run Nunjucks after it, older Hexo before it) and with
+    Markdown (hexo-renderer-marked or hexo-renderer-markdown-it). The post format writes the
+    body between a `<div>   ` line and a `</div>` line. For both Markdown renderers (CommonMark's
+    rules) a line starting with `<div` opens an HTML block (CommonMark's kind 6) whose lines
+    are passed through verbatim up to the first blank line, a line that is empty or holds
+    only spaces and tabs; the kind of block is decided by that first line alone. Hence:
+
+    - No line break at all in the body (LF, CR, and U+2028/U+2029, which JavaScript's
+      multiline `^` takes for line ends too): the block spans the whole body, and nothing in
+      it is read as Markdown (no emphasis in `__init__.py`, no `[x](javascript:…)` links,
+      reference definitions or `<http://x>` autolinks, no indented code, no `<pre>` cut at
+      its blank lines). Line breaks that matter, in `<pre>` (the one element left where
+      whitespace is kept; `<textarea>`, `<listing>`, `<xmp>` and `<plaintext>` are counted
+      too, should the allow-list ever let them through) and in attribute values, are written
+      as `&#10;` (CR `&#13;`, FF `&#12;`); elsewhere a whitespace run holding one becomes a
+      single space, which is how a browser reads it (`a\n  b` is `a b`). A `style` attribute
+      never survives sanitising, so no `white-space: pre` can make other whitespace matter.
+    - The body's only line cannot be blank, so it cannot end the block `<div>` opened,
+      whatever it starts with (text, `#`, `>`, `- `, a fence, `[x]: y`): the normaliser never
+      returns an empty body, and leading and trailing whitespace, which a browser drops at the
+      edges of a block, is removed.
+    - No `{` or `}`: written as `&#123;` / `&#125;`, nothing is left for Nunjucks, whichever
+      order a Hexo version runs the two passes in. Inside an HTML block a Markdown renderer
+      leaves character references alone (in a paragraph it would decode them, which is one
+      more reason the block must never end early).
+
+    This is a final pass over nh3's serialisation, which is canonical: the only markup is tags
+    (`<name attr="value" ...>`, `</name>`; no comments, no doctype), `<` and `>` never occur
+    raw in text or attribute values nor `"` raw in a value, and tag and attribute names come
+    from the allow-lists (`data-*` names only with `[a-z0-9_.-]`). So braces, U+2028/U+2029
+    and line breaks can only be in text or in attribute values, where a character reference
+    means the same character, and splitting at `<...>` separates tags from text exactly.
+    """
+    if "\n" in html or "\r" in html or "\x0c" in html:
+        html = _on_one_line(html)
+    html = html.strip(_HTML_SPACE)
+    if "{" in html or "}" in html:
+        html = html.replace("{", "&#123;").replace("}", "&#125;")
+    if "\u2028" in html or "\u2029" in html:
+        html = html.replace("\u2028", "&#8232;").replace("\u2029", "&#8233;")
+    return html
+
+
+def _on_one_line(html: str) -> str:
+    parts = _TAG_SPLIT_RE.split(html)  # text, tag, text, tag, ..., text
+    preformatted = 0
+    for index, part in enumerate(parts):
+        if index % 2:
+            name = _TAG_NAME_RE.match(part)
+            if name is not None and name.group(2).lower() in _PREFORMATTED:
+                preformatted += -1 if name.group(1) else 1
+            if _LINE_BREAK_RE.search(part):
+                parts[index] = part.translate(_ENCODED_BREAKS)  # in attribute values
+        elif _LINE_BREAK_RE.search(part):
+            if preformatted > 0:
+                parts[index] = part.translate(_ENCODED_BREAKS)
+            else:
+                parts[index] = _COLLAPSIBLE_RE.sub(" ", part)
+    return "".join(parts)
 
 
 def inner_html(element: etree._Element) -> str:
@@ -373,28 +647,14 @@ def inner_html(element: etree._Element) -> str:
 
 
 def normalise_html(html: str, base_url: str, proxy: ImageProxy) -> NormalisedHtml:
-    """Normalise one article body so every post renders the same way and safely.
+    """Normalise one article body so every post renders the same way and safely: sanitised
+    (:func:`sanitise_html`), then encoded for Hexo (:func:`inert_html`).
 
     ``images`` is read back from the sanitised output rather than collected during the
     rewrite, because html5ever may still drop an image (or ammonia its ``src``) that lxml kept.
     """
-    if not html or html.isspace():
-        return NormalisedHtml(html="", images=[])
-    body = _parse_body(html)
-    if body is None:
-        return NormalisedHtml(html="", images=[])
-
-    etree.strip_elements(body, *_DROP_WITH_CONTENT, with_tail=False)
-    for attribute in _ODD_DATA_ATTRIBUTES(body):
-        del attribute.getparent().attrib[attribute.attrname]
-    for element in body.iter(_REWRITTEN_TAGS):
-        _REWRITERS[element.tag](element, base_url, proxy)
-
-    body.attrib.clear()
-    serialised = etree.tostring(body, encoding="unicode", method="html")
-    inner = serialised[len("<body>") : -len("</body>")]
-    cleaned = _CLEANER.clean(inner)
-    if cleaned.isspace():
+    cleaned = sanitise_html(html, base_url, proxy)
+    if not cleaned:
         return NormalisedHtml(html="", images=[])
     images = [html_lib.unescape(src) for src in _IMG_SRC_RE.findall(cleaned)]
-    return NormalisedHtml(html=cleaned, images=images)
+    return NormalisedHtml(html=inert_html(cleaned), images=images)

@@ -12,7 +12,7 @@ The layout is fixed by the reference post ``tests/fixtures/qutoutiao/expected/58
     headimg: '...'
     author: ...
     comments: false
-    date: Wed, 02 Feb 2022 08:08:41 GMT
+    date: Wed, 02 Feb 2022 08:08:41 GMT      (or '2022-02-02 16:08:41' with POST_TIMEZONE)
     thumbnail: '...'
     ---
     \\n
@@ -27,21 +27,29 @@ YAML 1.1 reader (PyYAML) or a YAML 1.2 reader (Hexo's js-yaml, ruamel.yaml) give
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from email.utils import format_datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from frontmatter.default_handlers import YAMLHandler
 
+from aggregator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from scrapy.settings import BaseSettings
+
 __all__ = [
     "PostFields",
     "parse_front_matter",
+    "post_timezone",
     "read_post",
     "render_front_matter",
     "render_post",
     "rfc1123",
+    "wall_time",
 ]
 
 _STR_TAG = "tag:yaml.org,2002:str"
@@ -65,10 +73,11 @@ class PostFields:
     title: str
     categories: tuple[str, ...]  # [group, source, channel]
     author: str
-    date: datetime  # aware, any tz; rendered in GMT
+    date: datetime  # aware, any tz; rendered in GMT, or as wall time in `timezone`
     body_html: str
     headimg: str | None = None  # when None, both headimg and thumbnail keys are left out
     comments: bool = False
+    timezone: tzinfo | None = None  # POST_TIMEZONE: the blog's time zone
 
     def __post_init__(self) -> None:
         if not isinstance(self.categories, tuple):
@@ -82,6 +91,8 @@ class PostFields:
             _require_str("headimg", self.headimg)
         if not isinstance(self.comments, bool):
             raise TypeError(f"comments must be a bool, got {type(self.comments).__name__}")
+        if self.timezone is not None and not isinstance(self.timezone, tzinfo):
+            raise TypeError(f"timezone must be a tzinfo, got {type(self.timezone).__name__}")
         _require_aware(self.date)
 
 
@@ -102,6 +113,37 @@ def rfc1123(dt: datetime) -> str:
     the locale. *dt* must be aware."""
     _require_aware(dt)
     return format_datetime(dt.astimezone(UTC), usegmt=True)
+
+
+def wall_time(dt: datetime, zone: tzinfo) -> str:
+    """``'2022-02-02 16:08:41'``: the wall-clock time of *dt* (aware) in *zone*.
+
+    Hexo reads a front-matter date as wall time in the site's ``timezone`` setting: it
+    ignores ``GMT``/``Z`` (an absolute date is moved by the difference between the build
+    machine's zone and the site's), but this form, quoted (a string for js-yaml) or not (a
+    YAML timestamp), is read as the site's wall time in every zone the build runs in, so
+    ``post.date`` is *dt*. In the hour a daylight-saving change repeats, Hexo may pick the
+    other of the two instants."""
+    _require_aware(dt)
+    t = dt.astimezone(zone)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
+def post_timezone(settings: BaseSettings) -> ZoneInfo | None:
+    """The POST_TIMEZONE setting: None when unset or empty (dates in GMT, the reference
+    format), else the IANA zone it names. A bad name raises ConfigError."""
+    name = settings.get("POST_TIMEZONE")
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return None
+    problem = (
+        f"setting POST_TIMEZONE={name!r}: expected an IANA time zone name such as Asia/Shanghai"
+    )
+    if not isinstance(name, str):
+        raise ConfigError(problem)
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ConfigError(problem) from exc
 
 
 @lru_cache(maxsize=4096)
@@ -171,7 +213,11 @@ def render_front_matter(fields: PostFields) -> str:
         lines.append(f"headimg: {_quoted(fields.headimg)}")
     lines.append(f"author: {_plain_if_portable(fields.author)}")
     lines.append(f"comments: {'true' if fields.comments else 'false'}")
-    lines.append(f"date: {_plain_if_portable(rfc1123(fields.date))}")
+    if fields.timezone is None:
+        date = rfc1123(fields.date)
+    else:
+        date = wall_time(fields.date, fields.timezone)
+    lines.append(f"date: {_plain_if_portable(date)}")
     if fields.headimg is not None:
         lines.append(f"thumbnail: {_quoted(fields.headimg)}")
     lines.append("---")

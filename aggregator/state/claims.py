@@ -16,6 +16,8 @@ this crawl holds its claim in the crawl state.
   item is checked against what is published and dropped as a duplicate if it is.
 - A listing's next page (`meta["listing_next_page"]`) is followed only while the listing still
   shows something new: when every article on a page is already published, the crawl stops there.
+- An article may name keys it was published under before its key scheme changed (a request's
+  `meta["article_aliases"]`, an item's `aliases`): if one of them is published, so is it.
 """
 
 from __future__ import annotations
@@ -39,9 +41,21 @@ __all__ = ["ClaimMiddleware", "article_key_of", "claim_owner_of"]
 logger = logging.getLogger(__name__)
 
 ARTICLE_KEY = "article_key"
+ALIASES = "article_aliases"
 CLAIMED = "article_claimed"
 NEXT_PAGE = "listing_next_page"
 RECHECK = "article_recheck"
+
+
+def aliases_of(element: Any) -> list[str]:
+    """The older keys a request or item names for its article."""
+    if isinstance(element, Request):
+        aliases = element.meta.get(ALIASES)
+    elif is_item(element):
+        aliases = ItemAdapter(element).get("aliases")
+    else:
+        return []
+    return [a for a in aliases or () if isinstance(a, str)]
 
 
 def article_key_of(element: Any) -> str | None:
@@ -89,7 +103,11 @@ class ClaimMiddleware:
             return batch
         component = crawl_state(self.crawler)
         state = await component.open()
-        held = await state.published.claim(wanted, component.owner, component.lease)
+        held = await state.published.claim(
+            await self._not_published_before(batch, wanted, state),
+            component.owner,
+            component.lease,
+        )
         kept: list[Any] = []
         articles = new = 0
         for element in batch:
@@ -124,6 +142,15 @@ class ClaimMiddleware:
             else:
                 kept.append(element)
         return kept
+
+    async def _not_published_before(self, batch: list[Any], wanted: list[str], state: Any) -> list:
+        """`wanted` less the articles published under one of their aliases."""
+        aliases = {article_key_of(e): aliases_of(e) for e in batch}
+        names = sorted({a for key in wanted for a in aliases.get(key, ())})
+        if not names:
+            return wanted
+        old = await state.published.published_among(names)
+        return [key for key in wanted if not old.intersection(aliases.get(key, ()))]
 
     async def _stop_if_all_published(self, kept: list[Any], wanted: list[str], state: Any) -> list:
         """Drop the listing's next page when every article on this one is published (not

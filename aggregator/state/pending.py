@@ -28,7 +28,7 @@ from aggregator.state.claims import article_key_of, claim_owner_of
 from aggregator.state.component import crawl_state
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from scrapy.crawler import Crawler
     from twisted.python.failure import Failure
@@ -69,9 +69,15 @@ def article_errback(failure: Failure) -> None:
     raise ArticleFailed(describe_failure(failure)) from failure.value
 
 
-def article_meta(key: str, site: str, retry: dict[str, Any]) -> dict[str, Any]:
-    """The meta an article's request carries (see the module docstring)."""
-    return {"article_key": key, "article_site": site, "article_retry": retry}
+def article_meta(
+    key: str, site: str, retry: dict[str, Any], aliases: Iterable[str] = ()
+) -> dict[str, Any]:
+    """The meta an article's request carries (see the module docstring; `aliases`: see
+    aggregator.state.claims)."""
+    meta = {"article_key": key, "article_site": site, "article_retry": retry}
+    if aliases:
+        meta["article_aliases"] = list(aliases)
+    return meta
 
 
 async def pending_to_retry(

@@ -60,7 +60,8 @@ class PostStorage(Protocol):
         """Write one post; fires when it is durably stored (or fails)."""
 
     def close(self, spider: Spider) -> Deferred[None] | None:
-        """Wait for writes in flight and finish the run's bookkeeping."""
+        """Finish the run's bookkeeping. The write pipeline awaits every persist() and Scrapy
+        closes pipelines only once no item is in progress, so no write is in flight here."""
 
 
 def _storage_class(settings: BaseSettings) -> tuple[str, Any]:

@@ -1,0 +1,117 @@
+"""The boto3 S3 client, built from an S3Config and checked against the bucket (HeadBucket), so a
+missing bucket, bad credentials or an unreachable endpoint stop the run, with one clear line,
+before anything is crawled. Blocking: the storage calls `connect` in a worker thread."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import boto3.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from aggregator.errors import ConfigError
+from aggregator.ops.logredact import redact_secrets
+
+if TYPE_CHECKING:
+    from aggregator.storage.s3.config import S3Config
+
+__all__ = [
+    "SDK_LOGGERS",
+    "build_client",
+    "check_bucket",
+    "connect",
+    "error_of",
+    "quiet_sdk_debug_logs",
+]
+
+SDK_LOGGERS = ("botocore", "boto3", "urllib3")
+
+
+def connect(config: S3Config) -> Any:
+    """A client for `config` whose bucket answered HeadBucket. Raises ConfigError."""
+    client = build_client(config)
+    check_bucket(client, config)
+    return client
+
+
+def build_client(config: S3Config) -> Any:
+    """The client; the secret and token boto3's chain resolved are redacted from the logs."""
+    session = boto3.session.Session(
+        aws_access_key_id=config.access_key,
+        aws_secret_access_key=config.secret_key,
+        aws_session_token=config.session_token,
+        region_name=config.region_name,
+    )
+    credentials = session.get_credentials()
+    if credentials is not None:
+        frozen = credentials.get_frozen_credentials()
+        redact_secrets(frozen.secret_key, frozen.token)
+    botocore_config = Config(
+        max_pool_connections=config.max_uploads + 1,  # + the manifest
+        retries={"mode": "standard", "total_max_attempts": config.max_attempts},
+        connect_timeout=config.timeout,
+        read_timeout=config.timeout,
+    )
+    options: dict[str, Any] = {}
+    if config.use_ssl is not None:
+        options["use_ssl"] = config.use_ssl
+    if config.verify is not None:
+        options["verify"] = config.verify
+    return session.client("s3", endpoint_url=config.endpoint_url, config=botocore_config, **options)
+
+
+def check_bucket(client: Any, config: S3Config) -> None:
+    """HeadBucket, with what went wrong said in terms of the settings."""
+    where = f"OUTPUT_URI {config.uri}"
+    bucket = config.bucket
+    endpoint = client.meta.endpoint_url
+    try:
+        client.head_bucket(Bucket=bucket)
+    except NoCredentialsError as exc:
+        raise ConfigError(
+            f"{where}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (environment or settings) or configure a boto3 profile"
+        ) from exc
+    except ClientError as exc:
+        status, code = error_of(exc)
+        if status == 404 or code in {"404", "NoSuchBucket"}:
+            reason = f"bucket {bucket!r} does not exist at {endpoint}"
+        elif status == 403:
+            reason = (
+                f"access to bucket {bucket!r} at {endpoint} is denied; check "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the boto3 profile) and "
+                "the bucket policy"
+            )
+        elif status == 301:
+            reason = f"bucket {bucket!r} is in another region; set AWS_REGION_NAME"
+        else:
+            reason = f"HeadBucket {bucket!r} at {endpoint} failed: {code or status}"
+        raise ConfigError(f"{where}: {reason}") from exc
+    except BotoCoreError as exc:
+        raise ConfigError(
+            f"{where}: cannot use bucket {bucket!r} at {endpoint} (check AWS_ENDPOINT_URL): {exc}"
+        ) from exc
+
+
+def error_of(exc: Any) -> tuple[int, str]:
+    """HTTP status and S3 error code of a botocore ClientError (0 and "" when absent)."""
+    response = getattr(exc, "response", None) or {}
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = str(response.get("Error", {}).get("Code") or "")
+    return status, code
+
+
+def quiet_sdk_debug_logs(log_level: int | str) -> None:
+    """Raise the SDK's loggers to LOG_LEVEL, unless configured otherwise. Scrapy sets the root
+    logger to NOTSET and drops records by level in its handler, so botocore's debug records
+    (dozens per request) would each be built and then dropped: measured, about a quarter of
+    the CPU an upload costs the crawl's interpreter. Output is the same."""
+    level = logging.getLevelName(log_level) if isinstance(log_level, str) else log_level
+    if not isinstance(level, int) or level <= logging.DEBUG:
+        return
+    for name in SDK_LOGGERS:
+        target = logging.getLogger(name)
+        if target.level == logging.NOTSET:
+            target.setLevel(level)
