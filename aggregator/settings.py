@@ -82,10 +82,14 @@ DEDUPE_URI: str | None = None
 DEDUPE_STORES: dict[str, str] = {}
 DEDUPE_STORES_BASE = {
     "sqlite": "aggregator.state.sqlite.SqliteCrawlState",
+    "redis": "aggregator.state.redis.RedisCrawlState",
+    "rediss": "aggregator.state.redis.RedisCrawlState",
 }
 # Seconds a crawl's claim on an article holds without being published or released: after a
 # killed crawl, its articles are free for the next one after this long.
 STATE_CLAIM_LEASE = 900.0
+# Who holds this crawl's claims; None: a new id per crawl. A cluster worker sets its worker id.
+STATE_CLAIM_OWNER: str | None = None
 # Query parameters that never identify an article (dropped when a URL is the article key).
 TRACKING_QUERY_PARAMS = [
     "utm_source",
@@ -160,3 +164,22 @@ S3_TIMEOUT = 30.0
 # the AGGREGATOR_SOURCES environment variable, else the file shipped in the package. A value set
 # here or with `-s SOURCES_FILE=path` wins over the environment variable.
 SOURCES_FILE: str | None = None
+
+# --- several machines: cluster mode (see README "Running on several machines") --------------
+# redis://[[user]:password@]host:port/db (or rediss://): turns cluster mode on; the crawl state
+# (DEDUPE_URI) defaults to the same Redis.
+CLUSTER_URI: str | None = os.environ.get("AGGREGATOR_CLUSTER_URI") or None
+# Every Redis key of the cluster and of the Redis state store starts with this.
+CLUSTER_PREFIX = "aggregator"
+# Seconds a worker holds a request it took from the queue (renewed while it lives): a dead
+# worker's requests go back to the queue after this.
+CLUSTER_LEASE = 60.0
+# Requests per second per domain across all workers (0: no limit).
+CLUSTER_DOMAIN_RATE = 4.0
+# How long a Redis outage is waited out by a state call before it fails.
+CLUSTER_RETRY_MAX_WAIT = 300.0
+# Seconds a Redis command may take before it counts as an outage.
+CLUSTER_REDIS_TIMEOUT = 10.0
+# A worker's id (its claims and leases are in its name); None: host-pid-random. Give a worker
+# that is restarted by systemd a stable one (`-s CLUSTER_WORKER_ID=web1-a`).
+CLUSTER_WORKER_ID: str | None = None

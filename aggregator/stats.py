@@ -16,6 +16,11 @@ ARTICLES_TIME_MISSING = f"{PREFIX}/articles/published_time_missing"
 # Posts are in the bucket but consumers reading `_manifests/` do not see them until the next run
 # sends the manifest kept locally: worth an alert.
 S3_MANIFEST_FAILED = f"{PREFIX}/s3/manifest_failed"
+# Cluster mode: a request that could not be queued (not JSON-safe), or a queued payload that
+# was refused (not a valid JSON request: garbage or a planted pickle).
+CLUSTER_UNSERIALIZABLE = f"{PREFIX}/cluster/unserializable"
+CLUSTER_REFUSED = f"{PREFIX}/cluster/refused"
+CLUSTER_RATE_LIMITED = f"{PREFIX}/cluster/rate_limited"
 
 
 def dropped(reason: str) -> str:
@@ -27,5 +32,12 @@ def failures(stats: dict) -> int:
     """How many listings, articles and manifests failed in a run; non-zero means the run needs
     attention."""
     return sum(
-        int(stats.get(key, 0)) for key in (LISTING_FAILED, ARTICLES_FAILED, S3_MANIFEST_FAILED)
+        int(stats.get(key, 0))
+        for key in (
+            LISTING_FAILED,
+            ARTICLES_FAILED,
+            S3_MANIFEST_FAILED,
+            CLUSTER_UNSERIALIZABLE,
+            CLUSTER_REFUSED,
+        )
     )

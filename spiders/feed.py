@@ -422,10 +422,15 @@ class FeedSpider(scrapy.Spider):
         return scrapy.Request(
             link,
             callback=self.parse_fulltext,
-            errback=article_errback,
+            errback=self.article_failed,
             meta=article_meta(key, self.site, payload, aliases=payload.get("aliases", ())),
             dont_filter=True,
         )
+
+    def article_failed(self, failure: Failure) -> None:
+        """Errback of article requests (a method of the spider, so that a cluster queue can
+        carry it by name): the failure becomes an ArticleFailed spider error."""
+        article_errback(failure)
 
     # --- the feed ----------------------------------------------------------------------------
     def parse_feed(self, response: Response) -> Any:

@@ -139,7 +139,7 @@ class QutoutiaoSpider(scrapy.Spider):
         return scrapy.Request(
             url,
             callback=callback,
-            errback=article_errback,
+            errback=self.article_failed,
             meta=article_meta(key, self.site, retry),
         )
 
@@ -200,6 +200,11 @@ class QutoutiaoSpider(scrapy.Spider):
 
     def listing_failed(self, failure: Failure) -> None:
         self._listing_error(failure.request.url, describe_failure(failure))
+
+    def article_failed(self, failure: Failure) -> None:
+        """Errback of article requests (a method of the spider, so that a cluster queue can
+        carry it by name): the failure becomes an ArticleFailed spider error."""
+        article_errback(failure)
 
     # --- details -----------------------------------------------------------------------------
     def parse_detail_json(self, response: Response) -> Article:

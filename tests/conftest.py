@@ -161,3 +161,26 @@ def fault_proxy(moto_server):
     proxy = FaultProxy(moto_server.endpoint_url).start()
     yield proxy
     proxy.stop()
+
+
+# --- Redis (tests/redisfixtures.py): the shared server with a key prefix per test ---------
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    """The session's Redis: AGGREGATOR_TEST_REDIS, else 127.0.0.1:6379 when it answers, else a
+    private redis-server started for the session."""
+    from redisfixtures import shared_redis_url
+
+    url, server = shared_redis_url(tmp_path_factory.mktemp("redis"))
+    yield url
+    if server is not None:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix(redis_url):
+    """A fresh key prefix; its keys (and only its keys) are deleted afterwards."""
+    from redisfixtures import delete_prefix, new_prefix
+
+    prefix = new_prefix()
+    yield prefix
+    delete_prefix(redis_url, prefix)

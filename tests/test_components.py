@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.items import Article, Channel
-from aggregator.state.claims import CLAIMED, NEXT_PAGE, ClaimMiddleware
+from aggregator.state.claims import CLAIMED, NEXT_PAGE, RECHECK, ClaimMiddleware
 from aggregator.state.component import CrawlStateExtension, crawl_state
 from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
 from aggregator.storage import StoreResult
@@ -90,7 +90,8 @@ def test_published_and_repeated_articles_are_dropped_and_counted(tmp_path):
 
     first, second = run(scenario())
     assert [getattr(x, "url", x) for x in first] == ["http://example.com/d/q-new", "other"]
-    assert first[0].meta[CLAIMED] is True
+    # the claim's owner travels with the request (a cluster worker serving it may not be ours)
+    assert first[0].meta[CLAIMED] == crawl_state(crawler).owner
     assert second == []  # listed again in the same crawl: fetched once
     assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 2
 
@@ -113,6 +114,32 @@ def test_an_article_from_its_own_claimed_response_passes_and_feed_items_are_clai
     assert [a.key for a in own] == ["q-1"]
     assert [x["key"] if isinstance(x, dict) else x.key for x in from_feed] == ["f-1", "f-2"]
     assert again == []
+
+
+def test_a_redone_request_keeps_its_claim_but_not_an_article_published_meanwhile(tmp_path):
+    """A cluster worker died holding the request (maybe after writing the post): whoever does
+    it again checks "published?" before the item goes on."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+
+    def redone(key):
+        request = detail_request(key, **{CLAIMED: "dead-worker", RECHECK: True})
+        return HtmlResponse(request.url, body=b"", request=request)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("q-done", "out/q-done.md")])
+        done = await collect(
+            middleware.process_spider_output(redone("q-done"), aiter([article("q-done")]))
+        )
+        todo = await collect(
+            middleware.process_spider_output(redone("q-todo"), aiter([article("q-todo")]))
+        )
+        return done, todo
+
+    done, todo = run(scenario())
+    assert done == [] and [a.key for a in todo] == ["q-todo"]
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
 
 
 def test_a_listing_whose_articles_are_all_published_is_not_followed(tmp_path, caplog):
@@ -190,6 +217,32 @@ def test_a_failed_article_request_is_kept_pending_counted_logged_and_released(tm
     assert crawler.stats.get_value(keys.ARTICLES_FAILED) == 1
     assert crawler.stats.get_value(keys.ARTICLES_PENDING) == 1
     assert "Article q-9 <http://example.com/d/q-9> failed: detail is not JSON" in caplog.text
+
+
+def test_a_failed_request_releases_the_claim_it_carries_whoever_made_it(tmp_path):
+    """In a cluster, worker A's listing claims the article and worker B fetches it: B's
+    failure must release A's claim, not look for one of its own."""
+    crawler = project_crawler(tmp_path, STATE_CLAIM_OWNER="worker-b")
+    component = crawl_state(crawler)
+    assert component.owner == "worker-b"
+    request = detail_request("q-10", **{CLAIMED: "worker-a"})
+
+    async def scenario():
+        state = await component.open()
+        assert await state.published.claim(["q-10"], "worker-a", 60) == {"q-10"}
+        try:
+            raise ArticleFailed("HTTP 503")
+        except ArticleFailed:
+            failure = Failure()
+        response = HtmlResponse(request.url, body=b"", request=request)
+        crawler.signals.send_catch_log(
+            signals.spider_error, failure=failure, response=response, spider=crawler.spider
+        )
+        await component.engine_stopped()
+        await state.open()
+        return await state.published.claim(["q-10"], "next run", 60)
+
+    assert run(scenario()) == {"q-10"}
 
 
 def test_a_post_that_could_not_be_written_is_kept_pending(tmp_path, caplog):

@@ -9,7 +9,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # tzdata is zoneinfo's fallback data: used wherever zoneinfo is
-IMPORT_NAMES = {"python-frontmatter": "frontmatter", "PyYAML": "yaml", "tzdata": "zoneinfo"}
+IMPORT_NAMES = {
+    "python-frontmatter": "frontmatter",
+    "PyYAML": "yaml",
+    "scrapy-redis": "scrapy_redis",
+    "tzdata": "zoneinfo",
+}
 
 
 def runtime_requirements() -> dict[str, str]:

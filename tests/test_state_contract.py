@@ -1,6 +1,8 @@
 """The crawl-state contract: every backend behind aggregator.state.base must pass these tests.
-A backend joins by adding a factory to BACKENDS (an async context manager yielding a fresh,
-empty store and, for `reopen`, a second connection to the same data)."""
+A backend joins by adding a factory to BACKENDS: `factory(tmp_path, fixture)` (`fixture` is
+pytest's getfixturevalue, for backends that need a server) is an async context manager yielding
+`connect()`, which opens a new connection to one fresh, empty store (a second call is a second
+client on the same data, as a second crawl or worker would have)."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from aggregator.state.sqlite import SqliteCrawlState
 
 
 @contextlib.asynccontextmanager
-async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Callable[[], Any]]:
+async def sqlite_backend(tmp_path: Path, fixture: Any) -> AsyncIterator[Callable[[], Any]]:
     uri = f"sqlite:///{tmp_path}/state.sqlite3"
     opened: list[SqliteCrawlState] = []
 
@@ -39,7 +41,28 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Callable[[], Any]]:
             await state.close()
 
 
-BACKENDS = {"sqlite": sqlite_backend}
+@contextlib.asynccontextmanager
+async def redis_backend(tmp_path: Path, fixture: Any) -> AsyncIterator[Callable[[], Any]]:
+    """The test Redis (shared: a fresh key prefix, only its keys deleted afterwards)."""
+    from aggregator.state.redis import RedisCrawlState
+
+    url, prefix = fixture("redis_url"), fixture("redis_prefix")
+    opened: list[RedisCrawlState] = []
+
+    async def connect() -> RedisCrawlState:
+        state = RedisCrawlState(url, prefix=prefix)
+        await state.open()
+        opened.append(state)
+        return state
+
+    try:
+        yield connect
+    finally:
+        for state in opened:
+            await state.close()
+
+
+BACKENDS = {"sqlite": sqlite_backend, "redis": redis_backend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -48,7 +71,7 @@ def backend(request, tmp_path):
 
     def run(test: Callable[[Callable[[], Any]], Any]) -> Any:
         async def main() -> Any:
-            async with BACKENDS[request.param](tmp_path) as connect:
+            async with BACKENDS[request.param](tmp_path, request.getfixturevalue) as connect:
                 return await test(connect)
 
         return asyncio.run(main())
@@ -175,7 +198,55 @@ def test_cleared_pending_articles_are_gone(backend):
     assert [a.key for a in backend(test)] == ["b"]
 
 
+def test_copying_in_keeps_what_is_already_pending(backend):
+    copied = [
+        PendingArticle("a", "s", {"n": 2}, "theirs", 5, 1.0, 2.0),
+        PendingArticle("b", "s", {"n": 3}, "theirs", 3, 10.5, 20.5),
+    ]
+
+    async def test(connect):
+        state = await connect()
+        await state.pending.add("s", "a", {"n": 1}, "mine")
+        added = await state.pending.copy_in(copied)
+        return added, {a.key: a for a in await state.pending.list("s")}
+
+    added, listed = backend(test)
+    assert added == 1
+    assert (listed["a"].error, listed["a"].attempts) == ("mine", 1)
+    assert listed["b"] == copied[1]
+
+
 # --- records ----------------------------------------------------------------------------------
+def test_two_clients_agree_on_one_setdefault_value(backend):
+    async def test(connect):
+        one, two = await connect(), await connect()
+        values = await asyncio.gather(
+            *(
+                state.records.setdefault("s3/writer_id", f"w-{n}")
+                for n, state in enumerate([one, two] * 4)
+            )
+        )
+        return set(values), await one.records.get("s3/writer_id")
+
+    values, stored = backend(test)
+    assert len(values) == 1 and values == {stored}
+
+
+def test_open_is_idempotent_and_a_closed_store_opens_again(backend):
+    async def test(connect):
+        state = await connect()
+        await state.open()
+        await state.records.set("n", "1")
+        await state.close()
+        await state.open()
+        value = await state.records.get("n")
+        await state.records.set("other", "2")
+        scanned = sorted([kv async for kv in state.records.scan()])
+        return value, scanned
+
+    assert backend(test) == ("1", [("n", "1"), ("other", "2")])
+
+
 def test_records_roundtrip_delete_and_setdefault(backend):
     async def test(connect):
         state = await connect()
@@ -236,6 +307,23 @@ def test_copy_in_is_idempotent_and_keeps_times(backend):
 def test_default_uri_lives_in_state_dir(tmp_path):
     settings = Settings({"STATE_DIR": str(tmp_path / "st"), "DEDUPE_URI": None})
     assert dedupe_uri(settings) == f"sqlite:///{tmp_path / 'st' / 'dedupe.sqlite3'}"
+
+
+def test_in_cluster_mode_the_state_defaults_to_the_cluster_redis():
+    cluster = Settings({"CLUSTER_URI": "redis://r:6379/1", "DEDUPE_URI": None})
+    assert dedupe_uri(cluster) == "redis://r:6379/1"
+    cluster.set("DEDUPE_URI", "sqlite:///elsewhere.sqlite3")
+    assert dedupe_uri(cluster) == "sqlite:///elsewhere.sqlite3"
+
+
+def test_redis_and_rediss_uris_get_the_redis_store():
+    from aggregator.state.redis import RedisCrawlState
+
+    settings = Settings({"DEDUPE_STORES_BASE": DEDUPE_STORES_BASE})
+    assert state_class(settings, "redis://h:6379/0") is RedisCrawlState
+    assert state_class(settings, "rediss://h:6380/0") is RedisCrawlState
+    with pytest.raises(ConfigError, match="the port is not a number"):
+        check_state_settings(Settings({**settings, "DEDUPE_URI": "redis://h:port/0"}))
 
 
 def test_the_backend_is_chosen_by_scheme_and_users_extend_the_base(tmp_path):

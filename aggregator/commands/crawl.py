@@ -37,6 +37,14 @@ class Command(ScrapyCrawlCommand):
         if len(args) != 1:
             raise UsageError("give exactly one spider name", print_help=True)
         assert self.crawler_process is not None and self.settings is not None
+        if self.settings.get("CLUSTER_URI"):
+            print(
+                f"scrapy crawl {args[0]}: CLUSTER_URI is set: cluster runs go through the "
+                "coordinator, `scrapy crawlall --only SOURCE` (and `scrapy worker` to crawl)",
+                file=sys.stderr,
+            )
+            self.exitcode = EXIT_CONFIG
+            return
         try:
             spidercls = self.crawler_process.spider_loader.load(args[0])
             check_arguments(spidercls, opts.spargs)

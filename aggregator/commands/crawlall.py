@@ -10,6 +10,10 @@ each source's time is its own.
 Exit statuses: 0 every source succeeded; 1 a listing or an article failed, or a source could not
 run (the other sources still ran); 2 the sources file or the options are wrong (nothing crawled);
 75 another run holds the state directory's lock (see aggregator.ops.lock).
+
+With CLUSTER_URI set it is the cluster's coordinator instead (aggregator.cluster.coordinator):
+the same checks, summary, last-run.json and exit statuses, the run lock in Redis, the crawling
+done by `scrapy worker`s (`--work` starts one beside it).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -30,10 +35,11 @@ from scrapy.exceptions import UsageError
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
-from aggregator.errors import ConfigError
+from aggregator.errors import ConfigError, StateUnavailable
 from aggregator.ops.lock import LockHeld, RunLock
 from aggregator.ops.runstatus import (
     EXIT_CONFIG,
+    EXIT_FAILED,
     EXIT_LOCKED,
     check_run_settings,
     check_spider_settings,
@@ -75,6 +81,11 @@ class Command(ScrapyCommand):
         parser.add_argument(
             "--skip", metavar="NAMES", help="do not crawl these sources (comma-separated names)"
         )
+        parser.add_argument(
+            "--work",
+            action="store_true",
+            help="with CLUSTER_URI: also crawl (run a worker beside the coordinator)",
+        )
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         if args:
@@ -89,6 +100,11 @@ class Command(ScrapyCommand):
         except ConfigError as exc:
             self._config_error(summary, exc)
             return
+        if self.settings.get("CLUSTER_URI"):
+            self._run_cluster(summary, selected, path, opts)
+            return
+        if opts.work:
+            raise UsageError("--work is for cluster mode (CLUSTER_URI)")
         lock = RunLock.from_settings(self.settings, "scrapy crawlall")
         try:
             lock.acquire()
@@ -109,8 +125,52 @@ class Command(ScrapyCommand):
         finally:
             lock.release()
 
+    def _run_cluster(
+        self, summary: RunSummary, selected: list[Source], path: Path, opts: argparse.Namespace
+    ) -> None:
+        """The coordinator of a cluster run (aggregator.cluster.coordinator): the same checks,
+        summary, last-run.json and exit statuses, from the workers' stats."""
+        from aggregator.cluster.connect import cluster_server
+        from aggregator.cluster.coordinator import ClusterLockHeld, Coordinator
+
+        assert self.settings is not None and self.crawler_process is not None
+        try:
+            server = cluster_server(self.settings, "coordinator")
+        except ConfigError as exc:
+            self._config_error(summary, exc)
+            return
+        except StateUnavailable as exc:
+            self._report(f"scrapy crawlall: {exc}")
+            self.exitcode = EXIT_FAILED
+            return
+        coordinator = Coordinator(self.crawler_process, self.settings, server, selected)
+        try:
+            coordinator.acquire()
+        except ClusterLockHeld as exc:
+            self._report(f"scrapy crawlall: {exc}; exiting with status {EXIT_LOCKED}")
+            self.exitcode = EXIT_LOCKED
+            return
+        helper = None
+        try:
+            if not selected:
+                logger.warning("No enabled source selected in %s: nothing to crawl", path)
+            if opts.work:
+                helper = _start_helper_worker()
+            summary.sources = coordinator.run()
+            summary.finished = utcnow()
+            self._finish(summary)
+        finally:
+            coordinator.release()
+            if helper is not None:
+                helper.terminate()
+                helper.wait(60)
+
     def _check_settings(self, selected: list[Source]) -> None:
         assert self.settings is not None and self.crawler_process is not None
+        if self.settings.get("CLUSTER_URI"):
+            from aggregator.cluster.connect import check_cluster_settings
+
+            check_cluster_settings(self.settings)
         check_run_settings(self.settings)
         for source in selected:
             spidercls = self.crawler_process.spider_loader.load(source.spider)
@@ -169,11 +229,19 @@ class SourcesInTurn:
     any crawl is active) returns after the last. A source stopped by a shutdown signal (Ctrl-C,
     SIGTERM) ends the run: the sources after it are left for the next run."""
 
-    def __init__(self, process: CrawlerProcessBase, sources: list[Source]):
+    def __init__(
+        self,
+        process: CrawlerProcessBase,
+        sources: list[Source],
+        spidercls: Callable[[str], type | None] | None = None,
+    ):
         self.process = process
         self.sources = sources
         self.waiting = list(sources)
         self.results: dict[str, SourceResult] = {}
+        self.stats: dict[str, dict[str, Any]] = {}  # each source's final stats
+        # the spider class a source runs (by source name); default: its spider by name
+        self.spidercls = spidercls or (lambda name: None)
         self.stopping = False
 
     def run(self) -> list[SourceResult]:
@@ -199,7 +267,7 @@ class SourcesInTurn:
         started, clock = utcnow(), time.monotonic()
         finished = partial(self._finished, source, started, clock)
         try:
-            crawler = self.process.create_crawler(source.spider)
+            crawler = self.process.create_crawler(self.spidercls(source.name) or source.spider)
             outcome = self.process.crawl(crawler, **arguments)
         except Exception as exc:
             finished(None, exc)
@@ -234,10 +302,11 @@ class SourcesInTurn:
         crawler: Crawler | None,
         error: BaseException | None,
     ) -> None:
+        stats = self.stats[source.name] = _final_stats(crawler)
         result = SourceResult.from_stats(
             source.name,
             source.spider,
-            _final_stats(crawler),
+            stats,
             started=started,
             elapsed=time.monotonic() - clock,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -262,6 +331,19 @@ class SourcesInTurn:
                 logger.warning(
                     "Shutting down: not crawling %s", ", ".join(s.name for s in self.waiting)
                 )
+
+
+def _start_helper_worker() -> subprocess.Popen:
+    """`crawlall --work`: a `scrapy worker` beside the coordinator, with the same command-line
+    options (settings, log); it stops when the coordinator is done."""
+    passed = []
+    argv = sys.argv[1:]
+    for index, arg in enumerate(argv):
+        if arg in ("-s", "--set", "--logfile", "-L", "--loglevel") and index + 1 < len(argv):
+            passed += [arg, argv[index + 1]]
+        elif arg.startswith(("--set=", "--logfile=", "--loglevel=")) or arg == "--nolog":
+            passed.append(arg)
+    return subprocess.Popen([sys.executable, "-m", "scrapy", "worker", *passed])
 
 
 def _final_stats(crawler: Crawler | None) -> dict[str, Any]:

@@ -44,8 +44,9 @@ def state_dir(settings: BaseSettings) -> Path:
 
 
 def dedupe_uri(settings: BaseSettings) -> str:
-    """DEDUPE_URI, or the documented default under STATE_DIR."""
-    uri = settings.get("DEDUPE_URI")
+    """DEDUPE_URI; else, in cluster mode, CLUSTER_URI (the state lives in the cluster's Redis);
+    else the documented default under STATE_DIR."""
+    uri = settings.get("DEDUPE_URI") or settings.get("CLUSTER_URI")
     if uri:
         return str(uri)
     return f"sqlite:///{state_dir(settings) / 'dedupe.sqlite3'}"

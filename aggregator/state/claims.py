@@ -8,7 +8,12 @@ this crawl holds its claim in the crawl state.
   worker), is dropped and counted as `aggregator/articles/duplicate`. Two crawls can never both
   fetch, let alone publish, one article.
 - The item made from an article's own response carries the claim its request won (the request's
-  `meta["article_claimed"]`), so it is not claimed again.
+  `meta["article_claimed"]`: the owner that holds it), so it is not claimed again. In a cluster
+  the request may be served by another worker than the one whose listing claimed it: the owner
+  travels with it, so a failure there releases the right claim.
+- A request done again because the worker that had it died (`meta["article_recheck"]`, set by
+  the cluster queue) keeps its claim, but its article may have been published meanwhile: its
+  item is checked against what is published and dropped as a duplicate if it is.
 - A listing's next page (`meta["listing_next_page"]`) is followed only while the listing still
   shows something new: when every article on a page is already published, the crawl stops there.
 - An article may name keys it was published under before its key scheme changed (a request's
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
     from scrapy.http import Response
 
-__all__ = ["ClaimMiddleware", "article_key_of"]
+__all__ = ["ClaimMiddleware", "article_key_of", "claim_owner_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ ARTICLE_KEY = "article_key"
 ALIASES = "article_aliases"
 CLAIMED = "article_claimed"
 NEXT_PAGE = "listing_next_page"
+RECHECK = "article_recheck"
 
 
 def aliases_of(element: Any) -> list[str]:
@@ -86,6 +92,8 @@ class ClaimMiddleware:
 
     async def _claimed(self, batch: list[Any], response: Response | None) -> list[Any]:
         inherited = _inherited_claim(response)
+        if inherited is not None and response.request.meta.get(RECHECK):
+            batch = await self._unless_published(batch, inherited)
         wanted = [
             key
             for key in (article_key_of(element) for element in batch)
@@ -112,12 +120,27 @@ class ClaimMiddleware:
                 held.discard(key)  # a second request or item for it in this batch is a repeat
                 new += 1
                 if isinstance(element, Request):
-                    element.meta[CLAIMED] = True
+                    element.meta[CLAIMED] = component.owner
                 kept.append(element)
             else:
                 self.stats.inc_value(keys.ARTICLES_DUPLICATE)
         if articles and not new:
             kept = await self._stop_if_all_published(kept, wanted, state)
+        return kept
+
+    async def _unless_published(self, batch: list[Any], key: str) -> list[Any]:
+        """The batch without the items for `key` if it is published."""
+        if not any(article_key_of(e) == key and not isinstance(e, Request) for e in batch):
+            return batch
+        state = await crawl_state(self.crawler).open()
+        if not await state.published.published_among([key]):
+            return batch
+        kept = []
+        for element in batch:
+            if article_key_of(element) == key and not isinstance(element, Request):
+                self.stats.inc_value(keys.ARTICLES_DUPLICATE)
+            else:
+                kept.append(element)
         return kept
 
     async def _not_published_before(self, batch: list[Any], wanted: list[str], state: Any) -> list:
@@ -143,6 +166,12 @@ class ClaimMiddleware:
                 "Every article on the listing before %s is published: stopping", request.url
             )
         return [e for e in kept if e not in follow]
+
+
+def claim_owner_of(request: Any) -> str | None:
+    """The owner of the claim an article's request won (None: not claimed through it)."""
+    owner = getattr(request, "meta", {}).get(CLAIMED)
+    return owner if isinstance(owner, str) and owner else None
 
 
 def _inherited_claim(response: Response | None) -> str | None:

@@ -31,8 +31,10 @@ class CrawlStateExtension:
             state_class(crawler.settings, uri), crawler, uri
         )
         # Who holds this crawl's claims: one id per crawl, so a claim left by a killed run
-        # is somebody else's (it expires after STATE_CLAIM_LEASE).
-        self.owner = uuid.uuid4().hex
+        # is somebody else's (it expires after STATE_CLAIM_LEASE). A cluster worker's crawls
+        # claim in the worker's name (STATE_CLAIM_OWNER); claims are not re-entrant, so a
+        # worker restarted under the same id cannot take what its previous life held either.
+        self.owner = crawler.settings.get("STATE_CLAIM_OWNER") or uuid.uuid4().hex
         self.lease = crawler.settings.getfloat("STATE_CLAIM_LEASE")
         self._opened = False
         self._background: set[asyncio.Future[Any]] = set()

@@ -24,6 +24,7 @@ from itemadapter import ItemAdapter
 from scrapy import signals
 
 from aggregator import stats as keys
+from aggregator.state.claims import article_key_of, claim_owner_of
 from aggregator.state.component import crawl_state
 
 if TYPE_CHECKING:
@@ -109,16 +110,29 @@ class PendingRecorder:
         key = meta.get("article_key")
         if key is None:
             return
-        self._failed(key, meta.get("article_site"), request.url, meta.get("article_retry"), failure)
+        self._failed(
+            key,
+            meta.get("article_site"),
+            request.url,
+            meta.get("article_retry"),
+            failure,
+            claim_owner_of(request),
+        )
 
     def item_error(self, item: Any, response: Any, failure: Failure) -> None:
         adapter = ItemAdapter(item)
         key = adapter.get("key")
         if not isinstance(key, str):
             return
-        self._failed(key, adapter.get("site"), adapter.get("url"), adapter.get("retry"), failure)
+        request = getattr(response, "request", None)
+        owner = claim_owner_of(request) if article_key_of(request) == key else None
+        self._failed(
+            key, adapter.get("site"), adapter.get("url"), adapter.get("retry"), failure, owner
+        )
 
-    def _failed(self, key: str, site: Any, url: Any, retry: Any, failure: Failure) -> None:
+    def _failed(
+        self, key: str, site: Any, url: Any, retry: Any, failure: Failure, owner: str | None
+    ) -> None:
         reason = str(failure.value) if failure.check(ArticleFailed) else describe_failure(failure)
         what = "Could not write" if failure.check(PostNotWritten) else "Article"
         sep = ":" if failure.check(PostNotWritten) else " failed:"
@@ -127,14 +141,19 @@ class PendingRecorder:
         keep = isinstance(site, str) and isinstance(retry, dict)
         if keep:
             self.stats.inc_value(keys.ARTICLES_PENDING)
-        crawl_state(self.crawler).in_background(self._remember(key, site, retry, reason, keep))
+        crawl_state(self.crawler).in_background(
+            self._remember(key, site, retry, reason, keep, owner)
+        )
 
-    async def _remember(self, key: str, site: Any, retry: Any, reason: str, keep: bool) -> None:
+    async def _remember(
+        self, key: str, site: Any, retry: Any, reason: str, keep: bool, owner: str | None
+    ) -> None:
         component = crawl_state(self.crawler)
         try:
             state = await component.open()
             if keep:
                 await state.pending.add(site, key, retry, reason)
-            await state.published.release([key], component.owner)
+            # the claim is the request's (in a cluster, maybe another worker's), else ours
+            await state.published.release([key], owner or component.owner)
         except Exception:
             logger.exception("Could not keep %s as pending", key)

@@ -1,0 +1,214 @@
+"""SCHEDULER and DUPEFILTER_CLASS of cluster mode: scrapy-redis's, configured and subclassed
+so that nothing is pickled, nothing is flushed, a lost request is not kept "seen", a request
+that cannot be serialised is an error naming its URL, and a Redis outage is waited out (pops
+return nothing, pushes are kept in memory and sent when Redis is back) instead of crashing.
+
+`SeedScheduler` is the coordinator's: it only queues (a source's seeds), never hands a request
+to its own engine."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from scrapy import Request
+from scrapy_redis.dupefilter import RFPDupeFilter
+from scrapy_redis.scheduler import Scheduler
+
+from aggregator import stats as keys
+from aggregator.cluster.connect import redis_client
+from aggregator.cluster.keys import ClusterKeys
+from aggregator.cluster.queue import LEASE_META, LeasingQueue
+from aggregator.cluster.serializer import UnserializableRequest
+
+__all__ = ["ClusterDupeFilter", "ClusterScheduler", "SeedScheduler"]
+
+logger = logging.getLogger(__name__)
+
+ACK_GRACE = 0.5  # seconds: a popped request reaches the engine's in-progress set within this
+
+
+def _source(settings: Any, spider: Any) -> str:
+    return settings.get("CLUSTER_SOURCE") or spider.name
+
+
+class _Outage:
+    def __init__(self) -> None:
+        self.since: float | None = None
+
+    def failed(self, exc: Exception) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.error("Redis is unreachable (%s): waiting for it, requests kept", exc)
+
+    def ok(self) -> None:
+        if self.since is not None:
+            logger.warning("Redis is back after %.1fs", time.monotonic() - self.since)
+            self.since = None
+
+
+class ClusterDupeFilter(RFPDupeFilter):
+    """One fingerprint set per source and run (the coordinator deletes them at the start of a
+    run); never cleared by a worker."""
+
+    @classmethod
+    def from_spider(cls, spider: Any) -> ClusterDupeFilter:
+        settings = spider.crawler.settings
+        key = ClusterKeys(settings.get("CLUSTER_PREFIX") or "aggregator").seen(
+            _source(settings, spider)
+        )
+        return cls(redis_client(settings), key=key, debug=settings.getbool("DUPEFILTER_DEBUG"))
+
+    def request_seen(self, request: Request) -> bool:
+        try:
+            return super().request_seen(request)
+        except (redis.ConnectionError, redis.TimeoutError):
+            return False  # queued again at worst; the claims keep posts single
+
+    def close(self, reason: str = "") -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+
+class ClusterScheduler(Scheduler):
+    @classmethod
+    def from_crawler(cls, crawler: Any) -> ClusterScheduler:
+        settings = crawler.settings
+        serializer = settings.get("SCHEDULER_SERIALIZER")
+        instance = cls(
+            server=redis_client(settings),
+            persist=True,
+            flush_on_start=False,
+            queue_cls=settings.get("SCHEDULER_QUEUE_CLASS"),
+            dupefilter_cls=settings.get("DUPEFILTER_CLASS"),
+            idle_before_close=0,
+            serializer=__import__(serializer, fromlist=["loads"]),
+        )
+        instance.stats = crawler.stats
+        instance.leased = {}  # lease id -> (request, when popped)
+        instance.buffer = []  # (payload, priority, fingerprint) not yet in Redis
+        instance._pushed = True
+        instance.outage = _Outage()
+        return instance
+
+    leased: dict[str, tuple[Request, float]]
+    buffer: list[tuple[bytes, int, str | None]]
+    _pushed: bool
+    outage: _Outage
+
+    def open(self, spider: Any) -> None:
+        super().open(spider)
+        assert isinstance(self.queue, LeasingQueue)
+
+    def close(self, reason: str) -> None:
+        if not self.flush_buffer():
+            logger.error(
+                "Redis is unreachable at close: %d request(s) could not be queued",
+                len(self.buffer),
+            )
+
+    def enqueue_request(self, request: Request) -> bool:
+        try:
+            data = self.queue._encode_request(request)
+        except (UnserializableRequest, ValueError) as exc:
+            # ValueError: Request.to_dict for a callback that is not a method of the spider
+            logger.error("Cannot queue request <%s>: %s", request.url, exc)
+            self.stats.inc_value(keys.CLUSTER_UNSERIALIZABLE)
+            return False
+        fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
+        entry = (data, request.priority, fingerprint)
+        if self.buffer or not self._push(entry):
+            self.buffer.append(entry)  # Redis is away: sent (in order) when it is back
+            self.stats.inc_value("scheduler/enqueued/redis")
+            return True
+        if self._pushed is False:
+            self.df.log(request, self.spider)
+            return False
+        self.stats.inc_value("scheduler/enqueued/redis")
+        return True
+
+    def _push(self, entry: tuple[bytes, int, str | None]) -> bool:
+        """Send one request (dupefilter and queue in one step); False when Redis is away.
+        `_pushed` says whether it was queued (False: seen already)."""
+        try:
+            self._pushed = self.queue.push_encoded(*entry)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.outage.failed(exc)
+            return False
+        self.outage.ok()
+        return True
+
+    def flush_buffer(self) -> bool:
+        """Send the requests kept during an outage; whether none is left."""
+        while self.buffer:
+            if not self._push(self.buffer[0]):
+                return False
+            self.buffer.pop(0)
+        return True
+
+    def next_request(self) -> Request | None:
+        if not self.flush_buffer():
+            return None
+        try:
+            request = self.queue.pop()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.outage.failed(exc)
+            return None
+        self.outage.ok()
+        if request is None:
+            return None
+        self.stats.inc_value("scheduler/dequeued/redis")
+        self.leased[request.meta[LEASE_META]] = (request, time.monotonic())
+        return request
+
+    def has_pending_requests(self) -> bool:
+        if self.buffer:
+            return True
+        try:
+            return len(self.queue) > 0
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.outage.failed(exc)
+            return True
+
+    def reconcile(self, inprogress: set[Request]) -> int:
+        """Ack the leases of requests the engine has finished with, renew the others; the
+        requests kept during an outage go first (a lease is never acked before what its
+        callback scheduled is in Redis). How many were acked."""
+        if not self.flush_buffer():
+            return 0
+        now = time.monotonic()
+        done = [
+            lease
+            for lease, (request, popped) in self.leased.items()
+            if request not in inprogress and now - popped > ACK_GRACE
+        ]
+        finished = set(done)
+        try:
+            self.queue.ack(done)
+            self.queue.renew([lease for lease in self.leased if lease not in finished])
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            self.outage.failed(exc)
+            return 0
+        for lease in done:
+            del self.leased[lease]
+        return len(done)
+
+    def in_flight(self) -> int:
+        return len(self.leased)
+
+
+class SeedScheduler(ClusterScheduler):
+    """The coordinator's: what the source's spider starts with (its `start()`: pending
+    retries, listings) goes to the source's queue; its own engine gets nothing, so the crawl
+    ends once the seeds are queued."""
+
+    def next_request(self) -> Request | None:
+        self.flush_buffer()
+        return None
+
+    def has_pending_requests(self) -> bool:
+        return bool(self.buffer) and not self.flush_buffer()
