@@ -35,6 +35,7 @@ from io import BytesIO
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import scrapy.exceptions as scrapy_exceptions
+from itemadapter import ItemAdapter
 from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
 from scrapy.http import Request
 from scrapy.http.request import NO_CALLBACK
@@ -51,7 +52,6 @@ from aggregator.images.paths import image_path, mirrored_address, stem
 from aggregator.images.settings import MirrorSettings, store_scheme
 from aggregator.images.sniff import Refused, sniff
 from aggregator.images.stores import DirectoryImageStore, S3ImageStore
-from aggregator.items import Article
 from aggregator.state.pending import ArticleFailed
 
 if TYPE_CHECKING:
@@ -170,16 +170,16 @@ class ImageMirrorPipeline(FilesPipeline):
         self.store.close()
 
     # --- which images ------------------------------------------------------------------------
-    def _plan(self, item: Article) -> _Plan:
+    def _plan(self, item: ItemAdapter) -> _Plan:
         """The originals behind the image addresses in the body and headimg, once each."""
         originals: dict[str, str] = {}  # address -> original
-        for original, address in getattr(item, "image_sources", {}).items():
+        for original, address in (item.get("image_sources") or {}).items():
             if original.startswith(_HTTP):
                 originals.setdefault(address, original)
         plan = _Plan()
-        wanted = image_addresses(item.body)
-        if item.headimg:
-            wanted.append(item.headimg)
+        wanted = image_addresses(item["body"])
+        if item.get("headimg"):
+            wanted.append(item["headimg"])
         seen: set[str] = set()
         for address in wanted:
             original = originals.get(address)
@@ -189,15 +189,15 @@ class ImageMirrorPipeline(FilesPipeline):
             try:
                 request = self._request(original, item)
             except ValueError as exc:
-                logger.warning("Image %s of %s: bad URL (%s)", original, item.key, exc)
+                logger.warning("Image %s of %s: bad URL (%s)", original, item["key"], exc)
                 self.stats.inc_value(failed_stat("bad_url"))
                 continue
             plan.entries.append((original, address, request))
         return plan
 
-    def _request(self, url: str, item: Article) -> Request:
+    def _request(self, url: str, item: ItemAdapter) -> Request:
         headers = {}
-        referer = self.mirror.referer.referer(url, item.url)
+        referer = self.mirror.referer.referer(url, item["url"])
         if referer:
             headers["Referer"] = referer
         return Request(
@@ -205,11 +205,11 @@ class ImageMirrorPipeline(FilesPipeline):
             callback=NO_CALLBACK,
             headers=headers,
             # cancelled as soon as the announced (or received) size is over the limit
-            meta={"download_maxsize": self.mirror.maxsize, "article_key": item.key},
+            meta={"download_maxsize": self.mirror.maxsize, "article_key": item["key"]},
         )
 
-    async def process_item(self, item: Article) -> Article:  # type: ignore[override]
-        plan = self._plan(item)
+    async def process_item(self, item: Any) -> Any:  # type: ignore[override]
+        plan = self._plan(ItemAdapter(item))
         if not plan.entries:
             return item
         self._plans[id(item)] = plan
@@ -328,6 +328,7 @@ class ImageMirrorPipeline(FilesPipeline):
         self, results: list[FileInfoOrError], item: Any, info: MediaPipeline.SpiderInfo
     ) -> Any:
         plan = self._plans[id(item)]
+        adapter = ItemAdapter(item)
         mirrored: dict[str, str] = {}  # address in the post -> mirrored address
         stored: list[str] = []
         failures: list[tuple[str, str, str]] = []
@@ -345,16 +346,16 @@ class ImageMirrorPipeline(FilesPipeline):
             logger.warning(
                 "Image %s of %s <%s> not mirrored: %s; it keeps its proxied address",
                 original,
-                item.key,
-                item.url,
+                adapter["key"],
+                adapter["url"],
                 detail,
             )
         if failures and self.mirror.required:
-            raise ImagesNotMirrored(item.key, item.url, failures)
+            raise ImagesNotMirrored(adapter["key"], adapter["url"], failures)
         if mirrored:
-            item.body = rewrite_image_addresses(item.body, lambda a: mirrored.get(a, a))
-            item.images = [mirrored.get(a, a) for a in item.images]
-            if item.headimg:
-                item.headimg = mirrored.get(item.headimg, item.headimg)
-        item.mirrored_images = list(dict.fromkeys(stored))
+            adapter["body"] = rewrite_image_addresses(adapter["body"], lambda a: mirrored.get(a, a))
+            adapter["images"] = [mirrored.get(a, a) for a in adapter.get("images") or []]
+            if adapter.get("headimg"):
+                adapter["headimg"] = mirrored.get(adapter["headimg"], adapter["headimg"])
+        adapter["mirrored_images"] = list(dict.fromkeys(stored))
         return item
