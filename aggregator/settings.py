@@ -40,6 +40,7 @@ FEED_EXPORT_ENCODING = "utf-8"
 ITEM_PIPELINES = {
     "aggregator.pipelines.validate.ValidatePipeline": 100,
     "aggregator.pipelines.normalize.NormalizeHtmlPipeline": 200,
+    "aggregator.pipelines.neardup.NearDuplicatePipeline": 300,
     "aggregator.pipelines.images.ImageMirrorPipeline": 350,  # off unless IMAGES_MIRROR_URI
     "aggregator.pipelines.write.WritePipeline": 400,
 }
@@ -48,6 +49,26 @@ ITEM_PIPELINES = {
 SPIDER_MIDDLEWARES = {
     "aggregator.state.claims.ClaimMiddleware": 100,
 }
+
+# --- near-duplicates (pipelines/neardup.py, aggregator/neardup/; README "Near-duplicates") ----
+# skip: a near-duplicate of an article published within NEAR_DUPLICATE_DAYS is not published
+# (counted aggregator/articles/near_duplicate, marked published so it is not fetched again);
+# log: it is published but counted and logged; off: no check. The index lives with the crawl
+# state (DEDUPE_URI).
+NEAR_DUPLICATES = "skip"
+NEAR_DUPLICATE_DAYS = 30
+# Estimated Jaccard similarity of the 7-character shingles of the folded texts.
+NEAR_DUPLICATE_THRESHOLD = 0.55
+# Texts with fewer letters and digits than this (after folding) are neither checked nor indexed.
+NEAR_DUPLICATE_MIN_CHARS = 200
+# A claim (added before the write) that was neither confirmed nor released stops counting after.
+NEAR_DUPLICATE_CLAIM_TTL = 3600
+# Signature length, LSH bands x rows (at most NEAR_DUPLICATE_HASHES values), shingle length.
+# An index refuses signatures made with other values than it was built with.
+NEAR_DUPLICATE_HASHES = 128
+NEAR_DUPLICATE_BANDS = 10
+NEAR_DUPLICATE_ROWS = 3
+NEAR_DUPLICATE_SHINGLE_CHARS = 7
 
 # --- 趣头条 ---------------------------------------------------------------------------------
 QUTOUTIAO_API_BASE = "http://api.1sapp.com"

@@ -9,6 +9,8 @@ LISTING_PAGES = f"{PREFIX}/listings/pages"
 LISTING_FAILED = f"{PREFIX}/listings/failed"
 ARTICLES_NEW = f"{PREFIX}/articles/new"
 ARTICLES_DUPLICATE = f"{PREFIX}/articles/duplicate"
+# Another source's copy of a story published within NEAR_DUPLICATE_DAYS (pipelines/neardup.py).
+ARTICLES_NEAR_DUPLICATE = f"{PREFIX}/articles/near_duplicate"
 ARTICLES_FAILED = f"{PREFIX}/articles/failed"
 ARTICLES_PENDING = f"{PREFIX}/articles/pending"
 ARTICLES_PENDING_RETRIED = f"{PREFIX}/articles/pending_retried"

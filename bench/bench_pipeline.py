@@ -1,6 +1,6 @@
 """The full item pipeline against bare Scrapy: the generated 2,000-article 趣头条 site
 (bench/sitegen.py) crawled by `scrapy crawl qutoutiao` from a local ReplayServer, once with the
-project's pipelines (validate -> normalise -> dedupe -> write) and once with
+project's pipelines (validate -> normalise -> neardup -> write) and once with
 `ITEM_PIPELINES={}`, in one run, plus the normaliser on its own (bench/bench_normalize.py).
 
 Prints articles/s for each crawl and the ratio full/bare (target >= 0.9), and the normaliser's

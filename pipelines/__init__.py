@@ -1,2 +1,2 @@
 """Item pipelines, one job each, in the order ITEM_PIPELINES runs them:
-validate → normalize → dedupe → write."""
+validate → normalize → neardup → write."""

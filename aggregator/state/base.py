@@ -11,16 +11,27 @@ a local backend (SQLite) may simply do its work inside the coroutine. Backends a
 scheme of `DEDUPE_URI` (`DEDUPE_STORES`/`DEDUPE_STORES_BASE`) and built with Scrapy's
 `build_from_crawler(cls, crawler, uri)`, so a backend reads whatever settings it needs.
 Every backend must pass the contract suite in tests/test_state_contract.py.
+
+Optional capability: a store that can keep the near-duplicate index (aggregator.neardup) has
+`near_duplicates(params) -> NearDupIndex` (`NearDuplicateStore` below), so the index lives
+where the rest of the crawl state does. `SqliteCrawlState` returns a `SqliteNearDupIndex` on its
+own file and connection; a Redis store returns `RedisNearDupIndex(client, f"{prefix}:nd",
+params)` with its own client and key prefix. With `NEAR_DUPLICATES` on, a store without it is a
+configuration error.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from aggregator.neardup.index import IndexParams, NearDupIndex
 
 __all__ = [
     "CrawlState",
+    "NearDuplicateStore",
     "PendingArticle",
     "PendingArticles",
     "PublishedKeys",
@@ -115,3 +126,11 @@ class CrawlState(Protocol):
 
     async def close(self) -> None:
         """Flush what is buffered and disconnect."""
+
+
+class NearDuplicateStore(Protocol):
+    """A crawl state that also keeps the near-duplicate index (optional; see above)."""
+
+    def near_duplicates(self, params: IndexParams) -> NearDupIndex:
+        """The index, in this store, for signatures made with `params`; not opened yet (the
+        caller awaits its `open()`, which refuses an index built with other parameters)."""

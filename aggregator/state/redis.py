@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
+
+    from aggregator.neardup.index import IndexParams
 
 __all__ = [
     "RedisCrawlState",
@@ -434,6 +437,25 @@ class RedisRecords:
                 yield name, _text(value)
 
 
+class _RetryingIndex:
+    """The near-duplicate index with every call run like the state's own: a Redis outage is
+    waited out (and logged once) instead of failing the articles checked meanwhile."""
+
+    def __init__(self, index: Any, run: _Retrying):
+        self._index = index
+        self._run = run
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._index, name)
+        if not inspect.iscoroutinefunction(attribute):
+            return attribute
+
+        async def retried(*args: Any, **kwargs: Any) -> Any:
+            return await self._run(lambda: attribute(*args, **kwargs))
+
+        return retried
+
+
 class RedisCrawlState:
     """The crawl-state protocol (aggregator.state.base.CrawlState) over redis.asyncio."""
 
@@ -499,6 +521,16 @@ class RedisCrawlState:
                 name: self._client.register_script(source) for name, source in SCRIPTS.items()
             }
         return self._client
+
+    def near_duplicates(self, params: IndexParams) -> Any:
+        """The near-duplicate index kept with this state: keys under `{CLUSTER_PREFIX}:nd`,
+        through this state's client, so every worker of a cluster checks one index (see
+        aggregator.neardup.index). Call it from the reactor's loop (the client belongs to it)."""
+        from aggregator.neardup.index import RedisNearDupIndex
+
+        return _RetryingIndex(
+            RedisNearDupIndex(self.client, f"{self.keys.prefix}:nd", params), self.run
+        )
 
     def script(self, name: str, keys: list[Any], args: list[Any]) -> Awaitable[Any]:
         """Run one of the Lua scripts (EVALSHA, loading it on NOSCRIPT)."""

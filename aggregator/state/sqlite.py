@@ -24,6 +24,8 @@ from aggregator.state.base import PendingArticle, PublishedRecord
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+    from aggregator.neardup.index import IndexParams, SqliteNearDupIndex
+
 __all__ = ["SqliteCrawlState"]
 
 _SCHEMA = """
@@ -301,6 +303,13 @@ class SqliteCrawlState:
     def check_uri(cls, uri: str) -> None:
         """Commands call this before anything starts (a bad URI is exit status 2)."""
         path_from_uri(uri)
+
+    def near_duplicates(self, params: IndexParams) -> SqliteNearDupIndex:
+        """The near-duplicate index kept with this state: `nd_*` tables in the same file,
+        through the same connection and lock (see aggregator.neardup.index)."""
+        from aggregator.neardup.index import SqliteNearDupIndex
+
+        return SqliteNearDupIndex(self._db, params)
 
     async def open(self) -> None:
         self._db.connect()

@@ -1,0 +1,498 @@
+"""The near-duplicate index: MinHash signatures of recently published articles, behind one small
+async protocol. The index lives with the crawl state (see aggregator.state.base): a state that
+can keep one has `near_duplicates(params)`, which returns the index in its own storage, so one
+`DEDUPE_URI` says where everything a crawl remembers is kept.
+
+- `SqliteNearDupIndex`: `nd_*` tables in the SQLite state's own file, through the state's
+  connection and lock (`SqliteCrawlState.near_duplicates`).
+- `RedisNearDupIndex`: keys under a prefix on a `redis.asyncio` client; a Redis crawl state
+  provides it with its own client and prefix (`RedisCrawlState.near_duplicates(params)`
+  returning `RedisNearDupIndex(self.client, f"{self.prefix}:nd", params)`).
+
+The one operation that matters is `check_and_add`: find an article published within the window
+whose estimated similarity reaches the threshold; if there is none, remember this one. It is
+atomic per store (SQLite: one `BEGIN IMMEDIATE` transaction; Redis: one Lua script), so when two
+workers crawl two copies of one story at once exactly one of them is told "new", the other gets
+the first one's key: the first copy wins, whichever process it is in.
+
+LSH: each signature is cut into `bands` bands of `rows` hash values; an article is a candidate
+when one band equals one of a stored article's. Candidates are then verified on the stored
+signatures: the share of equal hash values is the estimated Jaccard similarity, logged with the
+match. Bands cost writes (one index entry each per article), the signature's length costs only
+CPU, so the two are chosen apart: a 128-value signature for the verification, 10 bands of 3 for
+the lookup (README "Near-duplicates" has the measurements).
+
+Claims and ghosts: the pipeline adds an article *before* it is written (that is what makes the
+check-and-add atomic) as a claim, and confirms it once the post is written or releases it when
+the write fails. A claim that is neither confirmed nor released (the process died in between)
+stops counting after `claim_ttl` seconds, so a crash cannot suppress the next copy for long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from aggregator.state.sqlite import _Db
+
+__all__ = [
+    "IndexParams",
+    "NearDupIndex",
+    "NearDuplicate",
+    "RedisNearDupIndex",
+    "SqliteNearDupIndex",
+    "band_buckets",
+    "similarity",
+]
+
+DAY = 86400.0
+CLAIMED, PUBLISHED = 0, 1
+
+
+@dataclass(frozen=True)
+class NearDuplicate:
+    """The published (or claimed) article that a new one duplicates."""
+
+    key: str
+    published_at: float
+    similarity: float  # estimated Jaccard similarity of the two texts
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """What an index is built with. `fingerprint` names how signatures are made (seed, shingle
+    length): signatures made another way are not comparable, so an index refuses them."""
+
+    hashes: int
+    bands: int
+    rows: int
+    threshold: float
+    window: float = 30 * DAY  # seconds an article is remembered
+    claim_ttl: float = 3600.0  # seconds an unconfirmed claim counts
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.bands < 1 or self.rows < 1 or self.bands * self.rows > self.hashes:
+            raise ValueError(
+                f"{self.bands} bands of {self.rows} rows need at most hashes "
+                f"({self.hashes}) hash values"
+            )
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold {self.threshold} is not in (0, 1]")
+
+    def stored(self) -> dict[str, str]:
+        """What the index records about itself and checks on every open."""
+        return {
+            "hashes": str(self.hashes),
+            "bands": str(self.bands),
+            "rows": str(self.rows),
+            "fingerprint": self.fingerprint,
+        }
+
+
+# Buckets are 47-bit: SQLite stores them in 6 bytes (a 63-bit value takes 8). With a million
+# articles of 10 bands in the index, a chance collision of two unrelated bands happens about
+# once in 10^7 lookups and only costs one signature comparison. Each is the BLAKE2b digest of
+# the band's number and its hash values (little-endian): the same on every machine, and ten of
+# them cost less than the numpy calls of a vectorised mix would for one signature.
+_BUCKET_BITS = 47
+
+
+def _bucket(band: int, values: bytes) -> int:
+    digest = hashlib.blake2b(band.to_bytes(2, "little") + values, digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> (64 - _BUCKET_BITS)
+
+
+def band_buckets(signature: np.ndarray, bands: int, rows: int) -> list[int]:
+    """The bucket ids of one signature, one per band."""
+    raw = np.ascontiguousarray(signature, dtype="<u4").tobytes()
+    width = 4 * rows
+    return [_bucket(band, raw[band * width : (band + 1) * width]) for band in range(bands)]
+
+
+def similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Estimated Jaccard similarity: the share of equal hash values."""
+    return float(np.count_nonzero(a == b)) / float(a.size)
+
+
+class NearDupIndex(Protocol):
+    """What the pipeline needs from a store. Times are Unix seconds; `published_at` is when the
+    article is published here (the crawl), which is also the "now" the window is counted back
+    from. Confirm and release take the keys of claims made through the same object."""
+
+    params: IndexParams
+
+    async def open(self) -> None:
+        """Create what the index needs and refuse one built with other parameters (ValueError
+        naming both). Idempotent."""
+
+    async def check_and_add(
+        self, key: str, signature: np.ndarray, published_at: float, *, claim: bool = False
+    ) -> NearDuplicate | None:
+        """The best match within the window (similarity ≥ threshold), or None after adding
+        `key` (as a claim when `claim`, else as published). An article never matches an entry
+        of its own key."""
+
+    async def confirm(self, key: str) -> None:
+        """Turn the claim on `key` into a published entry (call after the post is written)."""
+
+    async def release(self, key: str) -> None:
+        """Forget the claim on `key` (its post was not written)."""
+
+    async def expire(self, now: float) -> int:
+        """Forget every article older than the window; returns how many."""
+
+    async def close(self) -> None: ...
+
+
+def _meta_mismatch(where: str, have: dict[str, str], want: dict[str, str]) -> ValueError:
+    return ValueError(
+        f"near-duplicate index {where} was built with {have}, not {want}: use the same "
+        "NEAR_DUPLICATE_* settings, or another state store"
+    )
+
+
+class SqliteNearDupIndex:
+    """Signatures in the SQLite crawl state's file, through its connection and lock:
+
+    - `nd_article`: one row per article (rowid, key, time, claimed/published, the signature as
+      raw little-endian uint32 bytes), appended in time order (so expiry needs no time index);
+    - `nd_band`: (bucket, article rowid), a `WITHOUT ROWID` primary key, so a candidate lookup
+      is one index seek per band; the buckets are not stored twice (they are recomputed from
+      the signature when an article is deleted);
+    - `nd_meta`: the parameters the index was built with.
+
+    Each `check_and_add` is one `BEGIN IMMEDIATE` transaction: candidates read, verified and
+    the new rows written under the database's write lock, so concurrent writers (threads or
+    processes on the same file) are serialised. Runs synchronously inside the coroutine: local
+    SQLite work of a few hundred microseconds, like the state's own calls.
+    """
+
+    _EXPIRE_BATCH = 5000
+
+    def __init__(self, db: _Db, params: IndexParams, *, expire_every: int = 10000):
+        self._db = db
+        self.params = params
+        self._expire_every = expire_every
+        self._since_expire = 0
+        # rowid of each claim this object made, so confirm and release need no key index
+        self._claims: dict[str, int] = {}
+        marks = ",".join("?" * params.bands)
+        self._select = (
+            "SELECT a.id, a.key, a.at, a.state, a.sig FROM nd_band b JOIN nd_article a "
+            f"ON a.id = b.id WHERE b.bucket IN ({marks})"
+        )
+        self._insert_bands = "INSERT OR IGNORE INTO nd_band (bucket, id) VALUES " + ",".join(
+            ["(?, ?)"] * params.bands
+        )
+        self._opened = False
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+
+        def create(conn: sqlite3.Connection) -> dict[str, str]:
+            conn.execute("CREATE TABLE IF NOT EXISTS nd_meta (name TEXT PRIMARY KEY, value TEXT)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS nd_article (id INTEGER PRIMARY KEY, key TEXT NOT NULL,"
+                " at REAL NOT NULL, state INTEGER NOT NULL, sig BLOB NOT NULL)"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS nd_band (bucket INTEGER NOT NULL, id INTEGER NOT NULL,"
+                " PRIMARY KEY (bucket, id)) WITHOUT ROWID"
+            )
+            have = dict(conn.execute("SELECT name, value FROM nd_meta").fetchall())
+            if not have:
+                conn.executemany(
+                    "INSERT INTO nd_meta (name, value) VALUES (?, ?)", self.params.stored().items()
+                )
+                return self.params.stored()
+            return have
+
+        have = self._db.transaction(create)
+        if have != self.params.stored():
+            raise _meta_mismatch(str(self._db.path), have, self.params.stored())
+        self._opened = True
+
+    # -- the atomic operation ------------------------------------------------------------
+    async def check_and_add(
+        self, key: str, signature: np.ndarray, published_at: float, *, claim: bool = False
+    ) -> NearDuplicate | None:
+        return self.check_and_add_now(key, signature, published_at, claim=claim)
+
+    def check_and_add_now(
+        self, key: str, signature: np.ndarray, published_at: float, *, claim: bool = False
+    ) -> NearDuplicate | None:
+        """`check_and_add` without the coroutine (benchmarks, other threads)."""
+        signature = np.ascontiguousarray(signature, dtype="<u4")
+        buckets = band_buckets(signature, self.params.bands, self.params.rows)
+        state = CLAIMED if claim else PUBLISHED
+
+        def work(conn: sqlite3.Connection) -> tuple[NearDuplicate | None, int]:
+            best = self._best(key, signature, published_at, conn.execute(self._select, buckets))
+            if best is not None:
+                return best, 0
+            article_id = conn.execute(
+                "INSERT INTO nd_article (key, at, state, sig) VALUES (?, ?, ?, ?)",
+                (key, published_at, state, signature.tobytes()),
+            ).lastrowid
+            conn.execute(self._insert_bands, [v for b in buckets for v in (b, article_id)])
+            return None, article_id
+
+        best, article_id = self._db.transaction(work)
+        if best is None:
+            if claim:
+                self._claims[key] = article_id
+            self._since_expire += 1
+            if self._since_expire >= self._expire_every:
+                self.expire_now(published_at)
+        return best
+
+    def _best(
+        self, key: str, signature: np.ndarray, published_at: float, rows: Any
+    ) -> NearDuplicate | None:
+        oldest = published_at - self.params.window
+        claims_from = published_at - self.params.claim_ttl
+        best: NearDuplicate | None = None
+        seen: set[int] = set()
+        for article_id, other, at, state, blob in rows:
+            if article_id in seen or other == key or at < oldest:
+                continue
+            seen.add(article_id)
+            if state != PUBLISHED and at < claims_from:
+                continue  # a claim nobody confirmed in time: its writer died
+            score = similarity(signature, np.frombuffer(blob, dtype="<u4"))
+            if score >= self.params.threshold and (
+                best is None
+                or score > best.similarity
+                or (score == best.similarity and (at, other) < (best.published_at, best.key))
+            ):
+                best = NearDuplicate(other, at, score)
+        return best
+
+    # -- the rest of the protocol ----------------------------------------------------------
+    async def confirm(self, key: str) -> None:
+        article_id = self._claims.pop(key, None)
+        if article_id is not None:
+            self._db.query("UPDATE nd_article SET state = ? WHERE id = ?", (PUBLISHED, article_id))
+
+    async def release(self, key: str) -> None:
+        article_id = self._claims.pop(key, None)
+        if article_id is not None:
+            self._db.transaction(lambda conn: self._delete(conn, [article_id]))
+
+    def _delete(self, conn: sqlite3.Connection, ids: list[int]) -> int:
+        rows = []
+        for start in range(0, len(ids), 500):  # within any SQLite build's parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows += conn.execute(f"SELECT id, sig FROM nd_article WHERE id IN ({marks})", chunk)
+        if not rows:
+            return 0
+        conn.executemany(
+            "DELETE FROM nd_band WHERE bucket = ? AND id = ?",
+            [
+                (bucket, article_id)
+                for article_id, blob in rows
+                for bucket in band_buckets(
+                    np.frombuffer(blob, dtype="<u4"), self.params.bands, self.params.rows
+                )
+            ],
+        )
+        conn.executemany("DELETE FROM nd_article WHERE id = ?", [(row[0],) for row in rows])
+        return len(rows)
+
+    async def expire(self, now: float) -> int:
+        return self.expire_now(now)
+
+    def expire_now(self, now: float) -> int:
+        """Delete what fell out of the window (claims of dead writers included), a batch per
+        transaction so other writers are not held up for long. Articles are appended in time
+        order, so the oldest are the first rows: no index on the time is kept up to date for
+        this (it would be one more page written per article). One appended out of order (a
+        slower clock) goes when the rows before it have; it stopped matching already."""
+        self._since_expire = 0
+        cutoff = now - self.params.window
+        removed = 0
+        while True:
+
+            def batch(conn: sqlite3.Connection) -> tuple[int, bool]:
+                rows = conn.execute(
+                    "SELECT id, at FROM nd_article ORDER BY id LIMIT ?", (self._EXPIRE_BATCH,)
+                ).fetchall()
+                old = []
+                for article_id, at in rows:
+                    if at >= cutoff:
+                        break
+                    old.append(article_id)
+                return self._delete(conn, old), len(old) < len(rows) or not rows
+
+            done, reached_the_window = self._db.transaction(batch)
+            removed += done
+            if reached_the_window or not done:
+                return removed
+
+    def count(self) -> int:
+        return self._db.query("SELECT count(*) FROM nd_article")[0][0]
+
+    async def close(self) -> None:
+        """The connection is the crawl state's, closed with it; claims never confirmed stay
+        until their lease runs out."""
+        self._claims.clear()
+
+
+# The Redis store. Keys (all under the prefix):
+#   <p>:meta              hash: hashes, bands, rows, fingerprint (refuses another configuration)
+#   <p>:a:<key>           hash: at, state, sig (raw uint32 bytes), buckets (comma-separated)
+#   <p>:b:<bucket>        sorted set: article keys scored by their time
+# Article hashes expire at their time + the window (EXPIREAT), band sets at the newest
+# member's time + the window, and members older than the window are trimmed from a band set
+# whenever it is read, so the index forgets on its own. Nothing is pickled: keys are the
+# article keys as UTF-8, signatures raw bytes.
+_CHECK_AND_ADD = """
+local prefix, key, at = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local cutoff, claim_cutoff = tonumber(ARGV[4]), tonumber(ARGV[5])
+local threshold, hashes = tonumber(ARGV[6]), tonumber(ARGV[7])
+local state, sig, expire_at = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local buckets = ARGV[11]
+local seen, best_key, best_at, best_score = {}, false, 0, -1
+for i = 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. cutoff)
+  local members = redis.call('ZRANGE', KEYS[i], 0, -1)
+  for _, other in ipairs(members) do
+    if other ~= key and not seen[other] then
+      seen[other] = true
+      local fields = redis.call('HMGET', prefix .. ':a:' .. other, 'at', 'state', 'sig')
+      local oat = tonumber(fields[1])
+      if oat and oat >= cutoff and (fields[2] == '1' or oat >= claim_cutoff) then
+        local osig, equal = fields[3], 0
+        for j = 1, hashes * 4, 4 do
+          if string.sub(osig, j, j + 3) == string.sub(sig, j, j + 3) then equal = equal + 1 end
+        end
+        local score = equal / hashes
+        if score >= threshold and (score > best_score or (score == best_score and
+            (oat < best_at or (oat == best_at and other < best_key)))) then
+          best_key, best_at, best_score = other, oat, score
+        end
+      end
+    end
+  end
+end
+if best_key then
+  return {best_key, tostring(best_at), tostring(best_score)}
+end
+local akey = prefix .. ':a:' .. key
+local old = redis.call('HGET', akey, 'buckets')
+if old then
+  for bucket in string.gmatch(old, '[^,]+') do
+    redis.call('ZREM', prefix .. ':b:' .. bucket, key)
+  end
+end
+redis.call('HSET', akey, 'at', ARGV[3], 'state', state, 'sig', sig, 'buckets', buckets)
+redis.call('EXPIREAT', akey, expire_at)
+for i = 1, #KEYS do
+  redis.call('ZADD', KEYS[i], at, key)
+  local ttl = redis.call('EXPIRETIME', KEYS[i])
+  if ttl < expire_at then redis.call('EXPIREAT', KEYS[i], expire_at) end
+end
+return false
+"""
+
+_RELEASE = """
+local akey = ARGV[1] .. ':a:' .. ARGV[2]
+local old = redis.call('HGET', akey, 'buckets')
+if old then
+  for bucket in string.gmatch(old, '[^,]+') do
+    redis.call('ZREM', ARGV[1] .. ':b:' .. bucket, ARGV[2])
+  end
+end
+return redis.call('DEL', akey)
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisNearDupIndex:
+    """Signatures in Redis (any server of version 7 or newer), shared by every crawler that
+    uses the same prefix. `check_and_add` is one Lua script, so Redis runs the lookup,
+    verification and insert of one article with nothing in between: two crawlers adding
+    copies of one story at once get exactly one "new". `redis_client` is a
+    `redis.asyncio.Redis` (the crawl state's: this index never closes it); every call is
+    awaited, so the reactor never blocks on the network.
+
+    The script reads article hashes it finds in band sets (keys it is not given), which Redis
+    Cluster only allows within one slot: on a cluster, put a hash tag in the prefix
+    (`{aggregator}:nd`)."""
+
+    def __init__(self, redis_client: Any, prefix: str, params: IndexParams):
+        if not prefix:
+            raise ValueError("a Redis key prefix is required")
+        self.redis = redis_client
+        self.prefix = prefix
+        self.params = params
+        self._check_and_add = redis_client.register_script(_CHECK_AND_ADD)
+        self._release = redis_client.register_script(_RELEASE)
+        self._opened = False
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        want = self.params.stored()
+        meta = f"{self.prefix}:meta"
+        for name, value in want.items():
+            await self.redis.hsetnx(meta, name, value)
+        have = {_text(k): _text(v) for k, v in (await self.redis.hgetall(meta)).items()}
+        if have != want:
+            raise _meta_mismatch(repr(self.prefix), have, want)
+        self._opened = True
+
+    async def check_and_add(
+        self, key: str, signature: np.ndarray, published_at: float, *, claim: bool = False
+    ) -> NearDuplicate | None:
+        await self.open()
+        signature = np.ascontiguousarray(signature, dtype="<u4")
+        buckets = [
+            format(b, "x") for b in band_buckets(signature, self.params.bands, self.params.rows)
+        ]
+        result = await self._check_and_add(
+            keys=[f"{self.prefix}:b:{bucket}" for bucket in buckets],
+            args=[
+                self.prefix,
+                key,
+                repr(float(published_at)),
+                repr(published_at - self.params.window),
+                repr(published_at - self.params.claim_ttl),
+                repr(self.params.threshold),
+                self.params.hashes,
+                str(CLAIMED if claim else PUBLISHED),
+                signature.tobytes(),
+                int(published_at + self.params.window) + 1,
+                ",".join(buckets),
+            ],
+        )
+        if not result:
+            return None
+        other, at, score = (_text(v) for v in result)
+        return NearDuplicate(other, float(at), float(score))
+
+    async def confirm(self, key: str) -> None:
+        akey = f"{self.prefix}:a:{key}"
+        if await self.redis.exists(akey):
+            await self.redis.hset(akey, "state", str(PUBLISHED))
+
+    async def release(self, key: str) -> None:
+        await self._release(keys=[], args=[self.prefix, key])
+
+    async def expire(self, now: float) -> int:
+        """Nothing to do: keys expire by themselves (see the notes above)."""
+        return 0
+
+    async def close(self) -> None:
+        """The client belongs to the crawl state, which closes it."""

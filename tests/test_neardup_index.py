@@ -1,0 +1,259 @@
+"""The near-duplicate index stores, for real: in a SQLite crawl state's file (tmp_path), and on
+the Redis server at 127.0.0.1:6379 (each test under its own key prefix, removed with SCAN + DEL
+of that prefix). Atomicity: two workers adding copies of one story at the same moment, exactly
+one is new."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aggregator.neardup.fingerprint import Fingerprinter
+from aggregator.neardup.index import (
+    IndexParams,
+    RedisNearDupIndex,
+    SqliteNearDupIndex,
+    band_buckets,
+)
+from aggregator.state.sqlite import SqliteCrawlState
+
+redis_asyncio = pytest.importorskip("redis.asyncio")
+
+FINGERPRINTER = Fingerprinter()
+PARAMS = IndexParams(128, 10, 3, 0.55, fingerprint=FINGERPRINTER.spec)
+DAY = 86400.0
+ROUNDS = 40
+
+
+def story(number: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signatures of a story and of a repost of it with an ad line (each story different)."""
+    rng = np.random.default_rng(number)
+    text = "".join(chr(0x4E00 + int(c)) for c in rng.integers(0, 20000, 600))
+    return (
+        FINGERPRINTER.signature(f"<p>{text}</p>"),
+        FINGERPRINTER.signature(f"<p>{text}</p><p>下载趣头条APP，看新闻领红包！</p>"),
+    )
+
+
+async def sqlite_index(path: Path, params: IndexParams = PARAMS) -> SqliteNearDupIndex:
+    state = SqliteCrawlState(f"sqlite:///{path}")
+    await state.open()
+    index = state.near_duplicates(params)
+    await index.open()
+    return index
+
+
+@pytest.fixture
+def redis_prefix():
+    prefix = f"aggregator-test:neardup:{uuid.uuid4().hex}"
+    yield prefix
+
+    async def clean():
+        client = redis_asyncio.Redis(host="127.0.0.1", port=6379)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+    asyncio.run(clean())
+
+
+async def redis_index(prefix: str, params: IndexParams = PARAMS) -> RedisNearDupIndex:
+    index = RedisNearDupIndex(redis_asyncio.Redis(host="127.0.0.1", port=6379), prefix, params)
+    await index.open()
+    return index
+
+
+def test_buckets_are_stable_47_bit_integers_one_per_band():
+    signature = story(0)[0]
+    buckets = band_buckets(signature, PARAMS.bands, PARAMS.rows)
+    assert len(set(buckets)) == PARAMS.bands
+    assert all(0 <= bucket < 2**47 for bucket in buckets)  # six bytes in SQLite
+    assert band_buckets(signature.copy(), PARAMS.bands, PARAMS.rows) == buckets
+    # a band is its number and its own values: change one value, one bucket changes
+    changed = signature.copy()
+    changed[PARAMS.rows] ^= 1  # the second band's first value
+    after = band_buckets(changed, PARAMS.bands, PARAMS.rows)
+    assert [a == b for a, b in zip(after, buckets, strict=True)] == [
+        True,
+        False,
+        *[True] * (PARAMS.bands - 2),
+    ]
+
+
+# --- behaviour, both stores ------------------------------------------------------------------
+async def _behaviour(index) -> None:
+    now = time.time()
+    first, copy = story(1)
+    assert await index.check_and_add("qutoutiao-1", first, now) is None
+    match = await index.check_and_add("feed-2", copy, now + 60)
+    assert match is not None and match.key == "qutoutiao-1" and match.similarity >= 0.55
+    assert match.published_at == pytest.approx(now)
+    # re-checking a key never matches itself
+    assert await index.check_and_add("qutoutiao-1", first, now + 120) is None
+    # another story is new
+    assert await index.check_and_add("feed-3", story(2)[0], now + 60) is None
+    # outside the window the story is forgotten: a copy 31 days later is new
+    assert await index.check_and_add("feed-4", copy, now + 31 * DAY) is None
+
+
+def test_sqlite_behaviour(tmp_path):
+    async def run():
+        await _behaviour(await sqlite_index(tmp_path / "state.sqlite3"))
+
+    asyncio.run(run())
+
+
+def test_redis_behaviour(redis_prefix):
+    async def run():
+        index = await redis_index(redis_prefix)
+        try:
+            await _behaviour(index)
+        finally:
+            await index.redis.aclose()
+
+    asyncio.run(run())
+
+
+async def _claims(index) -> None:
+    now = time.time()
+    first, copy = story(3)
+    assert await index.check_and_add("a", first, now, claim=True) is None
+    # a claim counts while it is fresh
+    assert (await index.check_and_add("b", copy, now + 10)).key == "a"
+    await index.release("a")
+    assert await index.check_and_add("c", copy, now + 20, claim=True) is None
+    await index.confirm("c")
+    # confirmed: counts past the claim lease
+    assert (await index.check_and_add("d", first, now + 2 * 3600)).key == "c"
+    # an unconfirmed claim (a dead writer) stops counting after the lease
+    other, other_copy = story(4)
+    assert await index.check_and_add("e", other, now, claim=True) is None
+    assert await index.check_and_add("f", other_copy, now + 3601) is None
+
+
+def test_sqlite_claims(tmp_path):
+    async def run():
+        await _claims(await sqlite_index(tmp_path / "state.sqlite3"))
+
+    asyncio.run(run())
+
+
+def test_redis_claims(redis_prefix):
+    async def run():
+        index = await redis_index(redis_prefix)
+        try:
+            await _claims(index)
+        finally:
+            await index.redis.aclose()
+
+    asyncio.run(run())
+
+
+def test_sqlite_index_lives_in_the_state_file_survives_reopening_and_expires(tmp_path):
+    path = tmp_path / "state.sqlite3"
+    now = time.time()
+
+    async def run():
+        index = await sqlite_index(path)
+        for number in range(5):
+            await index.check_and_add(f"old-{number}", story(10 + number)[0], now - 40 * DAY)
+        await index.check_and_add("new", story(20)[0], now)
+        index = await sqlite_index(path)
+        assert index.count() == 6
+        assert (await index.check_and_add("copy", story(20)[1], now + 5)).key == "new"
+        assert await index.expire(now) == 5
+        assert index.count() == 1
+        bands = index._db.query("SELECT count(*) FROM nd_band")[0][0]
+        assert bands == PARAMS.bands  # the expired articles' band entries went with them
+        with pytest.raises(ValueError, match="built with"):
+            await sqlite_index(path, IndexParams(128, 8, 4, 0.55, fingerprint=PARAMS.fingerprint))
+
+    asyncio.run(run())
+    assert [p.name for p in tmp_path.glob("*.sqlite3")] == ["state.sqlite3"]
+
+
+def test_redis_forgets_by_itself(redis_prefix):
+    async def run():
+        index = await redis_index(redis_prefix)
+        client = index.redis
+        try:
+            now = time.time()
+            first, _ = story(30)
+            await index.check_and_add("k", first, now)
+            ttl = await client.ttl(f"{redis_prefix}:a:k")
+            assert 29 * DAY < ttl <= 30 * DAY + 2
+            bucket = band_buckets(first, PARAMS.bands, PARAMS.rows)[0]
+            band = f"{redis_prefix}:b:{bucket:x}"
+            assert 29 * DAY < await client.ttl(band) <= 30 * DAY + 2
+            # nothing pickled: the band set holds the plain key, the hash raw signature bytes
+            assert await client.zrange(band, 0, -1) == [b"k"]
+            assert await client.hget(f"{redis_prefix}:a:k", "sig") == first.tobytes()
+            # an article published more than the window ago has no key left at all
+            await index.check_and_add("gone", story(31)[0], now - 31 * DAY)
+            assert not await client.exists(f"{redis_prefix}:a:gone")
+            with pytest.raises(ValueError, match="built with"):
+                await redis_index(redis_prefix, IndexParams(128, 8, 4, 0.55))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+# --- atomicity: two workers, one story, exactly one new -------------------------------------
+def _sqlite_worker(path: str, name: str, barrier, results) -> None:
+    index = asyncio.run(sqlite_index(Path(path)))
+    now = time.time()
+    mine = []
+    for number in range(ROUNDS):
+        first, copy = story(100 + number)
+        barrier.wait()
+        match = index.check_and_add_now(f"{name}-{number}", first if name == "a" else copy, now)
+        mine.append(match is None)
+    results[name] = mine
+
+
+def test_sqlite_check_and_add_is_atomic_across_processes(tmp_path: Path):
+    path = str(tmp_path / "state.sqlite3")
+    asyncio.run(sqlite_index(Path(path)))  # create the schema before the race
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    with context.Manager() as manager:
+        results = manager.dict()
+        workers = [
+            context.Process(target=_sqlite_worker, args=(path, name, barrier, results))
+            for name in ("a", "b")
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        a, b = results["a"], results["b"]
+    assert [x + y for x, y in zip(a, b, strict=True)] == [1] * ROUNDS
+
+
+def test_redis_check_and_add_is_atomic(redis_prefix):
+    async def run():
+        one, two = await redis_index(redis_prefix), await redis_index(redis_prefix)
+        try:
+            now = time.time()
+            winners = []
+            for number in range(ROUNDS):
+                first, copy = story(200 + number)
+                results = await asyncio.gather(
+                    one.check_and_add(f"a-{number}", first, now),
+                    two.check_and_add(f"b-{number}", copy, now),
+                )
+                winners.append(sum(result is None for result in results))
+            assert winners == [1] * ROUNDS
+        finally:
+            await one.redis.aclose()
+            await two.redis.aclose()
+
+    asyncio.run(run())
