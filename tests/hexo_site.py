@@ -15,6 +15,7 @@ proves that a post read a file or the environment of the build machine.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -173,16 +174,7 @@ def _run(
             yaml.safe_dump(dict(config), allow_unicode=True), encoding="utf-8"
         )
         command += ["--config", "_config.yml,_config.test.yml"]
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(directory),
-        "LANG": "C.UTF-8",
-        "TZ": tz,
-        "NO_COLOR": "1",
-        "FORCE_COLOR": "0",
-        "npm_config_offline": "true",
-        SECRET_ENV: secret,
-    }
+    env = _build_env(directory, tz, secret)
     try:
         proc = subprocess.run(
             command, cwd=directory, capture_output=True, text=True, timeout=timeout, env=env
@@ -193,6 +185,19 @@ def _run(
         stdout = _text(exc.stdout)
         stderr = _text(exc.stderr) + f"\n[hexo generate timed out after {timeout} s]"
     return HexoBuild(name, directory, returncode, stdout, stderr, posts, secret, leak_token)
+
+
+def _build_env(directory: Path, tz: str, secret: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(directory),
+        "LANG": "C.UTF-8",
+        "TZ": tz,
+        "NO_COLOR": "1",
+        "FORCE_COLOR": "0",
+        "npm_config_offline": "true",
+        SECRET_ENV: secret,
+    }
 
 
 def _text(data: bytes | str | None) -> str:
@@ -228,9 +233,10 @@ def build_excluding_failures(
     timeout: float = GENERATE_TIMEOUT,
     max_exclusions: int = 25,
 ) -> HexoBuild:
-    """`generate`, and while the build fails, leave out the post that fails it and build
-    again, so that one post that breaks the site does not hide what the others do. The post
-    is the one Hexo's error names, else the one a bisection of the remaining posts finds.
+    """`generate`, and while the build fails, leave out the posts that fail it and build
+    again, so that one post that breaks the site does not hide what the others do. The posts
+    are those that fail rendered one by one (`screen_posts`), then, while the build still
+    fails, the one Hexo's error names, else the one a bisection of the remaining posts finds.
     `excluded` maps each post left out to Hexo's error; `first_returncode` is the exit status
     with every post in."""
     directory = prepare(name, workdir, posts)
@@ -239,6 +245,15 @@ def build_excluding_failures(
     options = {"config": config, "tz": tz, "timeout": timeout}
     build = _run(name, directory, remaining, **options)
     first = build.returncode
+    if build.returncode != 0:
+        # Hexo stops at the first post that fails: render them one by one to find them all.
+        for post, error in screen_posts(directory, config=config, tz=tz, timeout=timeout).items():
+            if error and post in remaining:
+                excluded[post] = "(rendered alone) " + error[:1500]
+                (directory / "source" / "_posts" / post).unlink()
+                remaining.remove(post)
+        if excluded:
+            build = _run(name, directory, remaining, **options)
     scratch = workdir.with_name(workdir.name + "-bisect")
     while build.returncode != 0 and len(excluded) < max_exclusions:
         culprit = failed_post(build)
@@ -261,6 +276,32 @@ def build_excluding_failures(
     build.excluded = excluded
     build.first_returncode = first
     return build
+
+
+def screen_posts(
+    directory: Path,
+    *,
+    config: Mapping[str, object] | None = None,
+    tz: str = "UTC",
+    timeout: float = GENERATE_TIMEOUT,
+) -> dict[str, str | None]:
+    """Render each post of a prepared site on its own (tests/hexo/render_each.js): post file
+    -> the error it fails with, or None. Empty when the screen itself fails."""
+    command = ["node", str(HEXO_DIR / "render_each.js"), str(directory)]
+    if config:
+        command.append("_config.yml,_config.test.yml")
+    try:
+        proc = subprocess.run(
+            command,
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=_build_env(directory, tz, secrets.token_hex(16)),
+        )
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (subprocess.TimeoutExpired, ValueError):
+        return {}
 
 
 def _fails(name: str, workdir: Path, posts: Mapping[str, bytes], subset, options) -> bool:
