@@ -384,14 +384,10 @@ def test_titles_show_as_written(builds, visits, site):
     assert not failures, f"{site}: titles changed:\n" + "\n".join(failures)
 
 
-# Known gaps, open in issue 9 (strict: the test fails as soon as one is fixed, so the mark
-# goes with the fix): nh3 drops a <pre>'s leading newline, which a browser then drops again;
-# the other two show text in the post that the source-side visible-text oracle does not find
-# (top-level text and Markdown-looking lines), not yet told apart from a renderer change.
+# A known gap, open in issue 9 (strict: the test fails as soon as it is fixed, so the mark goes
+# with the fix): nh3 drops a <pre>'s leading newline, and a browser then drops the next one.
 KNOWN_TEXT_GAPS = {
     "python-pre-blank-lines": "a <pre> starting with a blank line loses it (nh3, then the browser)",
-    "markdown-lookalike-text": "visible-text oracle and post disagree on Markdown-looking lines",
-    "indented-lines": "visible-text oracle and post disagree on top-level indented text",
 }
 
 
