@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from aggregator.ops.gctune import check_gc_settings
 from aggregator.render.post import post_timezone
 from aggregator.state import check_state_settings
 from aggregator.stats import failures
@@ -58,10 +59,11 @@ def check_settings(settings: BaseSettings, spidercls: type, arguments: dict[str,
 
 def check_run_settings(settings: BaseSettings) -> None:
     """The settings every crawl of a run shares: where posts go, where the state is, the
-    blog's time zone."""
+    blog's time zone, the garbage collector's thresholds."""
     check_output_settings(settings)
     check_state_settings(settings)
     post_timezone(settings)
+    check_gc_settings(settings)
 
 
 def check_spider_settings(
