@@ -264,6 +264,10 @@ class FeedSpider(scrapy.Spider):
     name = "feed"
     arguments = ("url", "route", "categories", "author", "fulltext")
     site = SITE
+    # One feed response yields every entry as an item: let them go through the pipeline (and
+    # wait for their writes) together, as Scrapy's default does. The project's 1 is for
+    # callbacks that yield one item each.
+    custom_settings = {"CONCURRENT_ITEMS": 100}
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import locale
+import random
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -332,9 +333,9 @@ def test_parse_front_matter_needs_two_delimiters():
 
 def test_multiline_emitter_output_is_refused(monkeypatch):
     monkeypatch.setattr(post_module.yaml, "serialize", lambda *a, **k: "k: 'a\n  b'\n")
-    post_module._emit_value.cache_clear()  # values emitted by earlier tests are cached
+    post_module._emit_with_pyyaml_cached.cache_clear()  # earlier tests' values are cached
     with pytest.raises(ValueError):
-        render_front_matter(_fields())
+        render_front_matter(_fields(title="a tab\tgoes to PyYAML"))
 
 
 # --- YAML safety ----------------------------------------------------------------------
@@ -523,3 +524,105 @@ def test_post_timezone_setting(value, expected):
 def test_bad_post_timezone_is_a_config_error(value):
     with pytest.raises(ConfigError, match="POST_TIMEZONE"):
         post_timezone(Settings({"POST_TIMEZONE": value}))
+
+
+# --- the fast path: PyYAML's output without PyYAML's emitter ----------------------------------
+
+_STYLES = (None, "'")
+
+
+def _pyyaml(value: str, style: str | None) -> str:
+    return post_module._pyyaml_scalar(value, style)  # uncached, PyYAML itself
+
+
+def _assert_fast_path_equals_pyyaml(value: str) -> bool:
+    """True when the fast path took `value` (and then it matched PyYAML for both styles)."""
+    taken = False
+    for style in _STYLES:
+        fast = post_module._fast_scalar(value, style)
+        if fast is not None:
+            taken = True
+            assert fast == _pyyaml(value, style), (value, style)
+    return taken
+
+
+# Characters that decide quoting: indicators, whitespace, quotes, digits, the letters of YAML
+# 1.1 bools and nulls, characters just inside and outside the printable ranges, CJK, emoji.
+_EDGE_ALPHABET = (
+    " -?:,[]{}#&*!|>'\"%@`.=<~+_0123456789eExXoObB"
+    "yYnNtTfFlLuUsSaA\t\r\n\x00\x1f\x7e\x7f\x80\x85\x9f\xa0\xff"
+    "\u2027\u2028\u2029\u202a\ud7ff\ue000\ufefe\ufeff\uff00\ufffd\ufffe\uffff"
+    "\U00010000\U0010fffe\U0010ffff趣头条😀\u3000"
+)
+_WORDS = [
+    "yes", "No", "ON", "off", "null", "Null", "~", "true", "False", "y", "n", "<<", "=",
+    "0x1F", "0o17", "1_000", "12:30:45", "1e5", "-.inf", ".NaN", "2024-01-01",
+    "2001-12-14t21:59:43.10-05:00", "---", "...", "- ", "? ", ": ", " #", "#", "''", "趣头条",
+]  # fmt: skip
+
+
+def _corpus(count: int, seed: int = 14) -> list[str]:
+    rng = random.Random(seed)
+    values = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.3:
+                parts.append(rng.choice(_WORDS))
+            else:
+                parts.append("".join(rng.choices(_EDGE_ALPHABET, k=rng.randint(1, 6))))
+        values.append("".join(parts))
+    return values
+
+
+@settings(max_examples=3000, deadline=None)
+@given(value=st.text(min_size=1))
+def test_fast_path_equals_pyyaml_for_any_text(value):
+    _assert_fast_path_equals_pyyaml(value)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(value=st.text(alphabet=_EDGE_ALPHABET, min_size=1, max_size=12))
+def test_fast_path_equals_pyyaml_for_edge_characters(value):
+    _assert_fast_path_equals_pyyaml(value)
+
+
+def test_fast_path_equals_pyyaml_on_a_large_corpus():
+    corpus = _corpus(40_000) + ODD + [w + t for w in _WORDS for t in ("", " ", ":", "x", " #x")]
+    taken = sum(_assert_fast_path_equals_pyyaml(value) for value in corpus if value)
+    # the corpus is built to be hard, yet most of it must still be on the fast path
+    assert taken > len(corpus) // 3
+
+
+@pytest.mark.parametrize("value", ["涵养源头活水夯实民生底盘", HEADIMG, "趣头条", "a: b", "yes"])
+def test_fast_path_takes_ordinary_values(value):
+    assert post_module._fast_scalar(value, None) is not None
+    assert post_module._fast_scalar(value, "'") is not None
+
+
+@pytest.mark.parametrize(
+    "value", ["", "a\tb", "a\nb", "a\u2028b", "nul\x00", "\ufeffbom", "\ud800"]
+)
+def test_fast_path_leaves_the_rest_to_pyyaml(value):
+    assert post_module._fast_scalar(value, None) is None
+    assert post_module._fast_scalar(value, "'") is None
+
+
+def test_ordinary_post_is_rendered_without_the_pyyaml_emitter(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("PyYAML's emitter was used")
+
+    monkeypatch.setattr(post_module.yaml, "serialize", refuse)
+    post_module._emit_with_pyyaml_cached.cache_clear()
+    render_post(_fields(title='第1篇：it\'s a "title" #1: yes', author="趣头条 author"))
+
+
+def test_pyyaml_cache_is_bounded_and_skips_long_values():
+    post_module._emit_with_pyyaml_cached.cache_clear()
+    long_value = "\t" + "x" * 1000
+    render_front_matter(_fields(title=long_value))
+    info = post_module._emit_with_pyyaml_cached.cache_info()
+    assert info.maxsize is not None and info.maxsize <= 1024
+    assert info.currsize == 0
+    render_front_matter(_fields(title="\tshort"))
+    assert post_module._emit_with_pyyaml_cached.cache_info().currsize == 1

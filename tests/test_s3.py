@@ -541,3 +541,18 @@ def test_sdk_debug_records_are_not_built_unless_log_level_is_debug():
     finally:
         botocore.setLevel(saved[0])
         urllib3.setLevel(saved[1])
+
+
+def test_puts_go_without_expect_continue_or_parameter_checks(s3_bucket, moto_server):
+    s3 = uploader(s3_bucket, moto_server.endpoint_url)
+    sent: list[dict] = []
+    s3.client.meta.events.register(
+        "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
+    )
+    assert s3.upload(record(1101)).result.created
+    assert len(sent) == 1
+    assert "Expect" not in sent[0]  # a few-KB body is sent at once, no interim round trip
+    assert sent[0]["x-amz-checksum-sha256"]  # ours: botocore computes none of its own
+    from botocore.validate import ParamValidationDecorator
+
+    assert not isinstance(s3.client._serializer, ParamValidationDecorator)

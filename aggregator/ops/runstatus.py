@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from aggregator.ops.gctune import check_gc_settings
 from aggregator.pipelines.neardup import check_near_duplicate_settings
 from aggregator.render.post import post_timezone
 from aggregator.state import check_state_settings
@@ -59,11 +60,13 @@ def check_settings(settings: BaseSettings, spidercls: type, arguments: dict[str,
 
 def check_run_settings(settings: BaseSettings) -> None:
     """The settings every crawl of a run shares: where posts go, where the state is, the
-    blog's time zone, and the near-duplicate check (which needs the state to keep its index)."""
+    blog's time zone, the near-duplicate check (which needs the state to keep its index), the
+    garbage collector's thresholds."""
     check_output_settings(settings)
     check_state_settings(settings)
     post_timezone(settings)
     check_near_duplicate_settings(settings)
+    check_gc_settings(settings)
 
 
 def check_spider_settings(

@@ -26,6 +26,7 @@ YAML 1.1 reader (PyYAML) or a YAML 1.2 reader (Hexo's js-yaml, ruamel.yaml) give
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from email.utils import format_datetime
@@ -146,13 +147,72 @@ def post_timezone(settings: BaseSettings) -> ZoneInfo | None:
         raise ConfigError(problem) from exc
 
 
-@lru_cache(maxsize=4096)
-def _emit_value(value: str, style: str | None) -> str:
-    """Let PyYAML emit *value* as a block-mapping value (the same context it has in the post)
-    with the requested *style*, and return the scalar text, which must be a single line.
+# A scalar the fast path may write: one line of characters PyYAML prints as they are
+# (printable ASCII, and with allow_unicode the printable non-ASCII ranges), so neither a line
+# break (\x85, U+2028, U+2029 included) nor a character PyYAML escapes (controls, tab, DEL,
+# C1, surrogates, BOM, U+FFFE/U+FFFF, U+10FFFF). Everything else goes to PyYAML itself.
+_PRINTABLE_LINE = re.compile(
+    "[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010fffe]+"
+)
+# What makes PyYAML's analysis (Emitter.analyze_scalar) refuse a block plain scalar, for values
+# _PRINTABLE_LINE accepts (the only whitespace there is the space): a document marker at the
+# start, a leading indicator, "?", ":" or "-" followed by a space or the end, ": " or a final
+# ":" later on, " #", or a leading or trailing space.
+_NOT_BLOCK_PLAIN = re.compile(
+    r"^(?:---|\.\.\.|[#,\[\]{}&*!|>'\"%@`]|[?:\-](?: |$))|.:(?: |$)| #|^ | $"
+)
+# PyYAML's own implicit resolvers (bool, int, float, null, timestamp, merge, value, ...), looked
+# up exactly as BaseResolver.resolve does: a plain scalar must read back as a string.
+_RESOLVERS = yaml.SafeDumper.yaml_implicit_resolvers
 
-    Cached: PyYAML's pure-Python emitter is the dearest step of writing a post, and most values
-    (categories, author, the image address repeated as thumbnail) recur from post to post."""
+
+def _resolves_to_str(value: str) -> bool:
+    candidates = _RESOLVERS.get(value[0], []) + _RESOLVERS.get(None, [])
+    return not any(regexp.match(value) for _, regexp in candidates)
+
+
+def _fast_scalar(value: str, style: str | None) -> str | None:
+    """What PyYAML emits for *value* (style None or "'") as a block-mapping value, computed
+    directly when *value* is one printable line; None when it is not (ask PyYAML).
+
+    For such a value PyYAML's rules come down to: plain (the value itself) when the style is
+    None, the analysis allows a block plain scalar and the value resolves to a string; else
+    single-quoted, quotes doubled. No folding: the emitter's width is 2**31. Equality with
+    PyYAML is checked by tests/test_post.py (a property test and a large corpus)."""
+    if not _PRINTABLE_LINE.fullmatch(value):
+        return None
+    if style is None and not _NOT_BLOCK_PLAIN.search(value) and _resolves_to_str(value):
+        return value
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _emit_value(value: str, style: str | None) -> str:
+    """The scalar text PyYAML emits for *value* with the requested *style* as a block-mapping
+    value (the context it has in the post): a single line.
+
+    Most values (titles, names, addresses) are one printable line, whose scalar is computed
+    directly (_fast_scalar); the rest go through PyYAML's emitter."""
+    if style != '"':
+        scalar = _fast_scalar(value, style)
+        if scalar is not None:
+            return scalar
+    return _emit_with_pyyaml(value, style)
+
+
+# Only values outside the fast path reach PyYAML, and only short ones are kept: a cache of
+# whole hostile titles would hold megabytes for a crawl's lifetime.
+_CACHED_LENGTH = 256
+
+
+def _emit_with_pyyaml(value: str, style: str | None) -> str:
+    if len(value) <= _CACHED_LENGTH:
+        return _emit_with_pyyaml_cached(value, style)
+    return _pyyaml_scalar(value, style)
+
+
+def _pyyaml_scalar(value: str, style: str | None) -> str:
+    """Let PyYAML emit *value* as a block-mapping value with the requested *style*, and return
+    the scalar text, which must be a single line."""
     node = yaml.MappingNode(
         _MAP_TAG, [(yaml.ScalarNode(_STR_TAG, "k"), yaml.ScalarNode(_STR_TAG, value, style=style))]
     )
@@ -168,13 +228,16 @@ def _emit_value(value: str, style: str | None) -> str:
     if not (out.startswith(prefix) and out.endswith("\n")):
         raise ValueError(f"unexpected YAML emitted for {value!r}: {out!r}")
     scalar = out[len(prefix) : -1]
-    if not scalar or any(ch in _NOT_IN_A_LINE for ch in scalar):
+    if not scalar or not _NOT_IN_A_LINE.isdisjoint(scalar):
         raise ValueError(f"YAML scalar for {value!r} is not a single line: {out!r}")
     return scalar
 
 
+_emit_with_pyyaml_cached = lru_cache(maxsize=512)(_pyyaml_scalar)
+
+
 def _has_line_break(value: str) -> bool:
-    return any(ch in _LINE_BREAKS for ch in value)
+    return not _LINE_BREAKS.isdisjoint(value)
 
 
 def _quoted(value: str) -> str:
