@@ -23,7 +23,15 @@ from twisted.python.failure import Failure
 from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.items import Article, Channel
-from aggregator.state.claims import CLAIMED, NEXT_PAGE, RECHECK, ClaimMiddleware
+from aggregator.state.claims import (
+    CLAIMED,
+    NEXT_PAGE,
+    RECHECK,
+    ClaimMiddleware,
+    aliases_of,
+    article_key_of,
+    claim_owner_of,
+)
 from aggregator.state.component import CrawlStateExtension, crawl_state
 from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
 from aggregator.storage import StoreResult
@@ -183,6 +191,49 @@ def test_start_requests_are_claimed_too(tmp_path):
         )
 
     assert [r.meta["article_key"] for r in run(scenario())] == ["n"]
+
+
+def test_an_article_published_under_an_older_key_is_a_duplicate(tmp_path):
+    """Request meta `article_aliases` and an item's `aliases` name keys an article was
+    published under before; only string aliases count."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    feed = HtmlResponse("http://example.com/rss", body=b"", request=Request("http://x/rss"))
+    renamed = Request(
+        "http://example.com/d/new-1",
+        meta={**article_meta("new-1", "qutoutiao", {}), "article_aliases": [7, "old-1"]},
+    )
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("old-1", "x"), ("old-2", "x")])
+        requests = await collect(
+            middleware.process_spider_output(
+                listing, aiter([renamed, detail_request("new-3", article_aliases=["old-3"])])
+            )
+        )
+        items = await collect(
+            middleware.process_spider_output(
+                feed, aiter([article("new-2", aliases=["old-2"]), article("new-4")])
+            )
+        )
+        return requests, items, await state.published.published_among(["new-1", "new-2"])
+
+    requests, items, published = run(scenario())
+    assert [r.meta["article_key"] for r in requests] == ["new-3"]
+    assert [a.key for a in items] == ["new-4"]
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 2
+    assert published == set()  # dropped, not claimed: nothing new is published
+
+
+def test_claim_owner_and_inherited_claim_need_a_named_owner():
+    assert claim_owner_of(Request("http://x/", meta={CLAIMED: "w1"})) == "w1"
+    for owner in ("", True, None):
+        assert claim_owner_of(Request("http://x/", meta={CLAIMED: owner})) is None
+    assert claim_owner_of(None) is None
+    assert aliases_of("not an article") == [] and aliases_of(Request("http://x/")) == []
+    assert article_key_of({"key": ""}) is None and article_key_of({"key": "k"}) == "k"
 
 
 # --- the pending recorder ---------------------------------------------------------------------
