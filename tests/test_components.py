@@ -332,6 +332,45 @@ def test_errors_of_requests_that_are_no_article_are_not_recorded(tmp_path):
     assert crawler.stats.get_value(keys.ARTICLES_FAILED) is None
 
 
+def test_an_item_without_a_retry_payload_is_counted_failed_but_not_kept_pending(tmp_path, caplog):
+    """Any exception (not only ArticleFailed) is described in the log; only an item with both
+    a site and a retry payload can be retried, so only such an item is kept pending."""
+    crawler = project_crawler(tmp_path)
+    component = crawl_state(crawler)
+    items = [
+        {"key": "d-1", "site": "qutoutiao", "url": "http://example.com/d-1"},
+        {"key": "d-2", "retry": {"n": 2}, "url": "http://example.com/d-2"},
+    ]
+
+    async def scenario():
+        try:
+            raise ValueError("bad field")
+        except ValueError:
+            failure = Failure()
+        for item in items:
+            crawler.signals.send_catch_log(
+                signals.item_error, item=item, response=None, spider=crawler.spider, failure=failure
+            )
+        await component.engine_stopped()
+        return await component.state.pending.list("qutoutiao")
+
+    with caplog.at_level(logging.ERROR):
+        pending = run(scenario())
+    assert pending == []
+    assert crawler.stats.get_value(keys.ARTICLES_FAILED) == 2
+    assert crawler.stats.get_value(keys.ARTICLES_PENDING) is None
+    assert "Article d-1 <http://example.com/d-1> failed: ValueError: bad field" in caplog.text
+
+
+def test_article_meta_lists_the_aliases_only_when_there_are_some():
+    assert article_meta("k", "s", {"n": 1}) == {
+        "article_key": "k",
+        "article_site": "s",
+        "article_retry": {"n": 1},
+    }
+    assert article_meta("k", "s", {}, aliases=("old",))["article_aliases"] == ["old"]
+
+
 # --- pipelines --------------------------------------------------------------------------------
 class Storage:
     """A storage that records what it was asked to keep (the pipeline is the subject)."""
