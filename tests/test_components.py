@@ -479,6 +479,34 @@ def test_normalize_takes_dict_items(tmp_path):
     assert "script" not in item["body"]
 
 
+def test_normalize_records_images_resolves_against_base_url_and_falls_back_to_the_cover(tmp_path):
+    crawler = project_crawler(tmp_path, IMAGE_PROXY="", IMAGE_PROXY_HOSTS=[])
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    item = pipeline.process_item(
+        {
+            "url": "http://example.com/a/1",
+            "base_url": "http://cdn.example.com/b/",
+            "body": '<p>x<img src="i.png"></p>',
+        }
+    )
+    assert item["images"] == ["http://cdn.example.com/b/i.png"]
+    assert item["headimg"] == "http://cdn.example.com/b/i.png"
+    assert item["image_sources"] == {
+        "http://cdn.example.com/b/i.png": "http://cdn.example.com/b/i.png"
+    }
+    cover = pipeline.process_item(
+        {
+            "url": "http://example.com/a/2",
+            "body": "<p>text</p>",
+            "cover": [3, "/c.jpg", " //cdn.example.com/c.jpg"],
+        }
+    )
+    assert cover["images"] == [] and cover["headimg"] == "http://cdn.example.com/c.jpg"
+    with pytest.raises(DropItem, match="nothing left after sanitising"):
+        pipeline.process_item({"url": "http://example.com/a/3", "body": "<script>1</script>"})
+    assert crawler.stats.get_value(keys.dropped("empty_after_sanitising")) == 1
+
+
 def test_the_crawl_state_is_one_component_the_crawler_owns(tmp_path):
     crawler = project_crawler(tmp_path)
     component = crawl_state(crawler)
