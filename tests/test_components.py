@@ -470,6 +470,27 @@ def test_validate_uses_the_crawl_time_when_there_is_none_and_tidies_dict_items(t
     assert crawler.stats.get_value(keys.dropped("no_title")) == 1
 
 
+def test_validate_drops_and_counts_items_without_title_or_body_and_takes_the_source_as_author(
+    tmp_path,
+):
+    crawler = project_crawler(tmp_path)
+    pipeline = ValidatePipeline.from_crawler(crawler)
+    published = datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC)
+    for item, reason in [
+        ({"title": 5, "body": "<p>b</p>"}, "no title"),
+        ({"title": "t", "body": "  "}, "no body"),
+        ({"title": "t", "body": None}, "no body"),
+    ]:
+        with pytest.raises(DropItem, match=f"^{reason}$"):
+            pipeline.process_item({**item, "published": published})
+    assert crawler.stats.get_value(keys.dropped("no_title")) == 1
+    assert crawler.stats.get_value(keys.dropped("no_body")) == 2
+    item = pipeline.process_item(
+        {"title": "t", "body": "<p>b</p>", "published": published, "source": "来源"}
+    )
+    assert item["author"] == "来源" and item["published"] == published
+
+
 def test_normalize_takes_dict_items(tmp_path):
     pipeline = NormalizeHtmlPipeline.from_crawler(project_crawler(tmp_path))
     item = pipeline.process_item(
