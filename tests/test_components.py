@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.items import Article, Channel
+from aggregator.render.post import read_post
 from aggregator.state.claims import (
     CLAIMED,
     NEXT_PAGE,
@@ -412,6 +413,37 @@ def test_the_write_pipeline_marks_published_only_after_the_post_is_stored(tmp_pa
     assert run(scenario()) == {"q-1"}
     assert crawler.stats.get_value(keys.ARTICLES_NEW) == 1
     assert pipeline.storage.persisted[0].data.startswith(b"\n---\ntitle: ")
+
+
+def test_the_write_pipeline_stores_the_post_the_item_describes(tmp_path):
+    pipeline, _ = write_pipeline(tmp_path, Storage())
+    item = {
+        "key": "d-1",
+        "site": "feed",
+        "url": "http://example.com/d-1",
+        "title": "标题",
+        "body": "<p>正文</p>",
+        "published": datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC),
+        "group": "组",
+        "source": "来源",
+        "channel": "频道",
+        "headimg": "http://example.com/h.png",
+        "mirrored_images": ["img/a.png"],
+    }
+
+    async def scenario():
+        await pipeline.open_spider()
+        await pipeline.process_item(item)
+
+    run(scenario())
+    (record,) = pipeline.storage.persisted
+    assert (record.key, record.site, record.url) == ("d-1", "feed", "http://example.com/d-1")
+    assert record.title == "标题" and tuple(record.images) == ("img/a.png",)
+    front, body = read_post(record.data.decode())
+    assert front["title"] == "标题" and front["author"] == "来源"
+    assert front["categories"] == ["组", "来源", "频道"]
+    assert front["headimg"] == "http://example.com/h.png"
+    assert "<p>正文</p>" in body
 
 
 def test_the_write_pipeline_takes_dict_items_and_counts_another_writers_post(tmp_path):
