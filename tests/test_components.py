@@ -151,6 +151,34 @@ def test_a_redone_request_keeps_its_claim_but_not_an_article_published_meanwhile
     assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
 
 
+def test_what_is_no_article_passes_in_place_around_the_articles(tmp_path):
+    """Elements without an article key (and, on a redone request, what is not its item) pass
+    as they are, wherever they stand in the batch."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    request = detail_request("q-done", **{CLAIMED: "dead-worker", RECHECK: True})
+    redone = HtmlResponse(request.url, body=b"", request=request)
+    other = {"title": "no key"}
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("q-done", "out/q-done.md")])
+        passed = await collect(
+            middleware.process_spider_output(listing, aiter(["first", detail_request("n-1")]))
+        )
+        kept = await collect(
+            middleware.process_spider_output(
+                redone, aiter([other, article("q-done"), article("n-2")])
+            )
+        )
+        return passed, kept
+
+    passed, kept = run(scenario())
+    assert [getattr(x, "url", x) for x in passed] == ["first", "http://example.com/d/n-1"]
+    assert kept[0] is other and [a.key for a in kept[1:]] == ["n-2"]
+
+
 def test_a_listing_whose_articles_are_all_published_is_not_followed(tmp_path, caplog):
     crawler = project_crawler(tmp_path)
     middleware = ClaimMiddleware.from_crawler(crawler)
