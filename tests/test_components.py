@@ -23,7 +23,16 @@ from twisted.python.failure import Failure
 from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.items import Article, Channel
-from aggregator.state.claims import CLAIMED, NEXT_PAGE, RECHECK, ClaimMiddleware
+from aggregator.render.post import read_post
+from aggregator.state.claims import (
+    CLAIMED,
+    NEXT_PAGE,
+    RECHECK,
+    ClaimMiddleware,
+    aliases_of,
+    article_key_of,
+    claim_owner_of,
+)
 from aggregator.state.component import CrawlStateExtension, crawl_state
 from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
 from aggregator.storage import StoreResult
@@ -142,6 +151,34 @@ def test_a_redone_request_keeps_its_claim_but_not_an_article_published_meanwhile
     assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
 
 
+def test_what_is_no_article_passes_in_place_around_the_articles(tmp_path):
+    """Elements without an article key (and, on a redone request, what is not its item) pass
+    as they are, wherever they stand in the batch."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    request = detail_request("q-done", **{CLAIMED: "dead-worker", RECHECK: True})
+    redone = HtmlResponse(request.url, body=b"", request=request)
+    other = {"title": "no key"}
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("q-done", "out/q-done.md")])
+        passed = await collect(
+            middleware.process_spider_output(listing, aiter(["first", detail_request("n-1")]))
+        )
+        kept = await collect(
+            middleware.process_spider_output(
+                redone, aiter([other, article("q-done"), article("n-2")])
+            )
+        )
+        return passed, kept
+
+    passed, kept = run(scenario())
+    assert [getattr(x, "url", x) for x in passed] == ["first", "http://example.com/d/n-1"]
+    assert kept[0] is other and [a.key for a in kept[1:]] == ["n-2"]
+
+
 def test_a_listing_whose_articles_are_all_published_is_not_followed(tmp_path, caplog):
     crawler = project_crawler(tmp_path)
     middleware = ClaimMiddleware.from_crawler(crawler)
@@ -183,6 +220,49 @@ def test_start_requests_are_claimed_too(tmp_path):
         )
 
     assert [r.meta["article_key"] for r in run(scenario())] == ["n"]
+
+
+def test_an_article_published_under_an_older_key_is_a_duplicate(tmp_path):
+    """Request meta `article_aliases` and an item's `aliases` name keys an article was
+    published under before; only string aliases count."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    feed = HtmlResponse("http://example.com/rss", body=b"", request=Request("http://x/rss"))
+    renamed = Request(
+        "http://example.com/d/new-1",
+        meta={**article_meta("new-1", "qutoutiao", {}), "article_aliases": [7, "old-1"]},
+    )
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("old-1", "x"), ("old-2", "x")])
+        requests = await collect(
+            middleware.process_spider_output(
+                listing, aiter([renamed, detail_request("new-3", article_aliases=["old-3"])])
+            )
+        )
+        items = await collect(
+            middleware.process_spider_output(
+                feed, aiter([article("new-2", aliases=["old-2"]), article("new-4")])
+            )
+        )
+        return requests, items, await state.published.published_among(["new-1", "new-2"])
+
+    requests, items, published = run(scenario())
+    assert [r.meta["article_key"] for r in requests] == ["new-3"]
+    assert [a.key for a in items] == ["new-4"]
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 2
+    assert published == set()  # dropped, not claimed: nothing new is published
+
+
+def test_claim_owner_and_inherited_claim_need_a_named_owner():
+    assert claim_owner_of(Request("http://x/", meta={CLAIMED: "w1"})) == "w1"
+    for owner in ("", True, None):
+        assert claim_owner_of(Request("http://x/", meta={CLAIMED: owner})) is None
+    assert claim_owner_of(None) is None
+    assert aliases_of("not an article") == [] and aliases_of(Request("http://x/")) == []
+    assert article_key_of({"key": ""}) is None and article_key_of({"key": "k"}) == "k"
 
 
 # --- the pending recorder ---------------------------------------------------------------------
@@ -281,6 +361,45 @@ def test_errors_of_requests_that_are_no_article_are_not_recorded(tmp_path):
     assert crawler.stats.get_value(keys.ARTICLES_FAILED) is None
 
 
+def test_an_item_without_a_retry_payload_is_counted_failed_but_not_kept_pending(tmp_path, caplog):
+    """Any exception (not only ArticleFailed) is described in the log; only an item with both
+    a site and a retry payload can be retried, so only such an item is kept pending."""
+    crawler = project_crawler(tmp_path)
+    component = crawl_state(crawler)
+    items = [
+        {"key": "d-1", "site": "qutoutiao", "url": "http://example.com/d-1"},
+        {"key": "d-2", "retry": {"n": 2}, "url": "http://example.com/d-2"},
+    ]
+
+    async def scenario():
+        try:
+            raise ValueError("bad field")
+        except ValueError:
+            failure = Failure()
+        for item in items:
+            crawler.signals.send_catch_log(
+                signals.item_error, item=item, response=None, spider=crawler.spider, failure=failure
+            )
+        await component.engine_stopped()
+        return await component.state.pending.list("qutoutiao")
+
+    with caplog.at_level(logging.ERROR):
+        pending = run(scenario())
+    assert pending == []
+    assert crawler.stats.get_value(keys.ARTICLES_FAILED) == 2
+    assert crawler.stats.get_value(keys.ARTICLES_PENDING) is None
+    assert "Article d-1 <http://example.com/d-1> failed: ValueError: bad field" in caplog.text
+
+
+def test_article_meta_lists_the_aliases_only_when_there_are_some():
+    assert article_meta("k", "s", {"n": 1}) == {
+        "article_key": "k",
+        "article_site": "s",
+        "article_retry": {"n": 1},
+    }
+    assert article_meta("k", "s", {}, aliases=("old",))["article_aliases"] == ["old"]
+
+
 # --- pipelines --------------------------------------------------------------------------------
 class Storage:
     """A storage that records what it was asked to keep (the pipeline is the subject)."""
@@ -322,6 +441,37 @@ def test_the_write_pipeline_marks_published_only_after_the_post_is_stored(tmp_pa
     assert run(scenario()) == {"q-1"}
     assert crawler.stats.get_value(keys.ARTICLES_NEW) == 1
     assert pipeline.storage.persisted[0].data.startswith(b"\n---\ntitle: ")
+
+
+def test_the_write_pipeline_stores_the_post_the_item_describes(tmp_path):
+    pipeline, _ = write_pipeline(tmp_path, Storage())
+    item = {
+        "key": "d-1",
+        "site": "feed",
+        "url": "http://example.com/d-1",
+        "title": "标题",
+        "body": "<p>正文</p>",
+        "published": datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC),
+        "group": "组",
+        "source": "来源",
+        "channel": "频道",
+        "headimg": "http://example.com/h.png",
+        "mirrored_images": ["img/a.png"],
+    }
+
+    async def scenario():
+        await pipeline.open_spider()
+        await pipeline.process_item(item)
+
+    run(scenario())
+    (record,) = pipeline.storage.persisted
+    assert (record.key, record.site, record.url) == ("d-1", "feed", "http://example.com/d-1")
+    assert record.title == "标题" and tuple(record.images) == ("img/a.png",)
+    front, body = read_post(record.data.decode())
+    assert front["title"] == "标题" and front["author"] == "来源"
+    assert front["categories"] == ["组", "来源", "频道"]
+    assert front["headimg"] == "http://example.com/h.png"
+    assert "<p>正文</p>" in body
 
 
 def test_the_write_pipeline_takes_dict_items_and_counts_another_writers_post(tmp_path):
@@ -380,6 +530,27 @@ def test_validate_uses_the_crawl_time_when_there_is_none_and_tidies_dict_items(t
     assert crawler.stats.get_value(keys.dropped("no_title")) == 1
 
 
+def test_validate_drops_and_counts_items_without_title_or_body_and_takes_the_source_as_author(
+    tmp_path,
+):
+    crawler = project_crawler(tmp_path)
+    pipeline = ValidatePipeline.from_crawler(crawler)
+    published = datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC)
+    for item, reason in [
+        ({"title": 5, "body": "<p>b</p>"}, "no title"),
+        ({"title": "t", "body": "  "}, "no body"),
+        ({"title": "t", "body": None}, "no body"),
+    ]:
+        with pytest.raises(DropItem, match=f"^{reason}$"):
+            pipeline.process_item({**item, "published": published})
+    assert crawler.stats.get_value(keys.dropped("no_title")) == 1
+    assert crawler.stats.get_value(keys.dropped("no_body")) == 2
+    item = pipeline.process_item(
+        {"title": "t", "body": "<p>b</p>", "published": published, "source": "来源"}
+    )
+    assert item["author"] == "来源" and item["published"] == published
+
+
 def test_normalize_takes_dict_items(tmp_path):
     pipeline = NormalizeHtmlPipeline.from_crawler(project_crawler(tmp_path))
     item = pipeline.process_item(
@@ -387,6 +558,34 @@ def test_normalize_takes_dict_items(tmp_path):
     )
     assert item["headimg"] == "https://cors.zfour.workers.dev/?http://example.com/i.png"
     assert "script" not in item["body"]
+
+
+def test_normalize_records_images_resolves_against_base_url_and_falls_back_to_the_cover(tmp_path):
+    crawler = project_crawler(tmp_path, IMAGE_PROXY="", IMAGE_PROXY_HOSTS=[])
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    item = pipeline.process_item(
+        {
+            "url": "http://example.com/a/1",
+            "base_url": "http://cdn.example.com/b/",
+            "body": '<p>x<img src="i.png"></p>',
+        }
+    )
+    assert item["images"] == ["http://cdn.example.com/b/i.png"]
+    assert item["headimg"] == "http://cdn.example.com/b/i.png"
+    assert item["image_sources"] == {
+        "http://cdn.example.com/b/i.png": "http://cdn.example.com/b/i.png"
+    }
+    cover = pipeline.process_item(
+        {
+            "url": "http://example.com/a/2",
+            "body": "<p>text</p>",
+            "cover": [3, "/c.jpg", " //cdn.example.com/c.jpg"],
+        }
+    )
+    assert cover["images"] == [] and cover["headimg"] == "http://cdn.example.com/c.jpg"
+    with pytest.raises(DropItem, match="nothing left after sanitising"):
+        pipeline.process_item({"url": "http://example.com/a/3", "body": "<script>1</script>"})
+    assert crawler.stats.get_value(keys.dropped("empty_after_sanitising")) == 1
 
 
 def test_the_crawl_state_is_one_component_the_crawler_owns(tmp_path):

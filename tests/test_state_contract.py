@@ -282,6 +282,30 @@ def test_scan_and_copy_in_move_everything_once(backend):
     assert records == [("feed:etag:https://x/rss", "e1")]
 
 
+def test_marking_published_again_moves_the_location_and_scan_reports_it(backend):
+    async def test(connect):
+        state = await connect()
+        await state.published.mark_published([("a", "out/old.md")])
+        await state.published.mark_published([("a", "out/new.md")])
+        return [(r.key, r.location) async for r in state.published.scan()]
+
+    assert backend(test) == [("a", "out/new.md")]
+
+
+def test_the_sqlite_store_makes_missing_parent_directories(tmp_path):
+    async def test():
+        state = SqliteCrawlState(f"sqlite:///{tmp_path}/a/b/state.sqlite3")
+        await state.open()
+        try:
+            await state.published.mark_published([("k", "out/k.md")])
+            return await state.published.published_among(["k"])
+        finally:
+            await state.close()
+
+    assert asyncio.run(test()) == {"k"}
+    assert (tmp_path / "a" / "b" / "state.sqlite3").exists()
+
+
 def test_copy_in_is_idempotent_and_keeps_times(backend):
     records = [PublishedRecord("a", "out/a.md", 1000.0), PublishedRecord("b", "out/b.md", 2000.0)]
     pending = [PendingArticle("c", "feed", {"n": 1}, "HTTP 503", 3, 10.0, 20.0)]

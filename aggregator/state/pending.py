@@ -104,7 +104,7 @@ class PendingRecorder:
     def from_crawler(cls, crawler: Crawler) -> PendingRecorder:
         return cls(crawler)
 
-    def spider_error(self, failure: Failure, response: Any) -> None:
+    def spider_error(self, failure: Failure, response: Any) -> None:  # pragma: no mutate block
         request = getattr(response, "request", None)
         meta = getattr(request, "meta", None) or {}
         key = meta.get("article_key")
@@ -119,7 +119,9 @@ class PendingRecorder:
             claim_owner_of(request),
         )
 
-    def item_error(self, item: Any, response: Any, failure: Failure) -> None:
+    def item_error(
+        self, item: Any, response: Any, failure: Failure
+    ) -> None:  # pragma: no mutate block
         adapter = ItemAdapter(item)
         key = adapter.get("key")
         if not isinstance(key, str):
