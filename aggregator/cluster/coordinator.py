@@ -125,15 +125,22 @@ class Coordinator:
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if time.monotonic() > deadline:
                     raise
-                if not self._down:
-                    logger.error("Redis is unreachable (%s): waiting for it", exc)
-                    self._down = True
-                time.sleep(1)
+                self._redis_down(exc)
                 continue
-            if self._down:
-                logger.warning("Redis is back: the run carries on")
-                self._down = False
+            self._redis_up()
             return result
+
+    def _redis_down(self, exc: Exception) -> None:
+        """Log an outage once, then wait a second before the caller tries again."""
+        if not self._down:
+            logger.error("Redis is unreachable (%s): waiting for it", exc)
+            self._down = True
+        time.sleep(1)
+
+    def _redis_up(self) -> None:
+        if self._down:
+            logger.warning("Redis is back: the run carries on")
+            self._down = False
 
     def _set_run(self, status: str) -> None:
         self._patiently(lambda: self._write_run(status))
@@ -228,14 +235,9 @@ class Coordinator:
                 requeue_expired(self.server, self.keys)
                 queued, in_flight = self._counts()
             except redis.RedisError as exc:
-                if not self._down:
-                    logger.error("Redis is unreachable (%s): waiting for it", exc)
-                    self._down = True
-                time.sleep(1)
+                self._redis_down(exc)
                 continue
-            if self._down:
-                logger.warning("Redis is back: the run carries on")
-                self._down = False
+            self._redis_up()
             if queued == 0 and in_flight == 0:
                 if empty_since is None:
                     empty_since = time.monotonic()
