@@ -384,28 +384,8 @@ def test_titles_show_as_written(builds, visits, site):
     assert not failures, f"{site}: titles changed:\n" + "\n".join(failures)
 
 
-# A known gap, open in issue 9 (strict: the test fails as soon as it is fixed, so the mark goes
-# with the fix): nh3 drops a <pre>'s leading newline, and a browser then drops the next one.
-KNOWN_TEXT_GAPS = {
-    "python-pre-blank-lines": "a <pre> starting with a blank line loses it (nh3, then the browser)",
-}
-
-
-def _ordinary_params() -> list:
-    return [
-        pytest.param(
-            article,
-            id=article.id,
-            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_TEXT_GAPS[article.id])]
-            if article.id in KNOWN_TEXT_GAPS
-            else [],
-        )
-        for article in ORDINARY
-    ]
-
-
 @pytest.mark.parametrize("site", SITES)
-@pytest.mark.parametrize("article", _ordinary_params())
+@pytest.mark.parametrize("article", ORDINARY, ids=lambda article: article.id)
 def test_ordinary_article_text_is_intact(builds, visits, site, article: Article):
     """What the browser shows of the post body is what it shows of the source's HTML: the
     same characters outside <pre> (whitespace is not compared there: dropping an unknown

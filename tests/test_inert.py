@@ -157,6 +157,17 @@ def test_line_breaks_in_attribute_values_are_character_references() -> None:
     assert root[0].get("alt") == "line 1\nline 2"
 
 
+def test_a_pre_starting_with_a_blank_line_keeps_it() -> None:
+    """An HTML parser drops the line feed right after `<pre>`, character reference or not;
+    html5ever keeps the first blank line of `<pre>\n\ncode` as the text's leading line feed
+    and serialises it bare, so the post must write two for a browser to show one."""
+    assert encode("<pre>\n\ncode</pre>") == "<pre>&#10;&#10;code</pre>"
+    assert encode("<pre>\ncode</pre>") == "<pre>code</pre>"  # the dropped one stays dropped
+    assert encode("<pre><code>\n\ncode</code></pre>") == "<pre><code>&#10;&#10;code</code></pre>"
+    twice = normalise_html(encode("<pre>\n\n\ncode</pre>"), BASE, NO_PROXY).html
+    assert twice == encode("<pre>\n\n\ncode</pre>") == "<pre>&#10;&#10;&#10;code</pre>"
+
+
 def test_code_outside_pre_collapses_and_inside_pre_keeps() -> None:
     body = encode("<p><code>a\n  b</code></p><pre><code>a\n  b</code></pre>")
     assert body == "<p><code>a b</code></p><pre><code>a&#10;  b</code></pre>"

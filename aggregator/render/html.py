@@ -598,8 +598,11 @@ def inert_html(html: str) -> str:
       whitespace is kept; `<textarea>`, `<listing>`, `<xmp>` and `<plaintext>` are counted
       too, should the allow-list ever let them through) and in attribute values, are written
       as `&#10;` (CR `&#13;`, FF `&#12;`); elsewhere a whitespace run holding one becomes a
-      single space, which is how a browser reads it (`a\n  b` is `a b`). A `style` attribute
-      never survives sanitising, so no `white-space: pre` can make other whitespace matter.
+      single space, which is how a browser reads it (`a\n  b` is `a b`). A `<pre>` text that
+      starts with a line break gets one `&#10;` more: tree construction drops a line feed
+      right after the start tag, and nh3 (html5ever) serialises without the extra one. A
+      `style` attribute never survives sanitising, so no `white-space: pre` can make other
+      whitespace matter.
     - The body's only line cannot be blank, so it cannot end the block `<div>` opened,
       whatever it starts with (text, `#`, `>`, `- `, a fence, `[x]: y`): the normaliser never
       returns an empty body, and leading and trailing whitespace, which a browser drops at the
@@ -629,16 +632,25 @@ def inert_html(html: str) -> str:
 def _on_one_line(html: str) -> str:
     parts = _TAG_SPLIT_RE.split(html)  # text, tag, text, tag, ..., text
     preformatted = 0
+    after_pre_start = False
     for index, part in enumerate(parts):
         if index % 2:
             name = _TAG_NAME_RE.match(part)
+            after_pre_start = False
             if name is not None and name.group(2).lower() in _PREFORMATTED:
                 preformatted += -1 if name.group(1) else 1
+                after_pre_start = not name.group(1)
             if _LINE_BREAK_RE.search(part):
                 parts[index] = part.translate(_ENCODED_BREAKS)  # in attribute values
         elif _LINE_BREAK_RE.search(part):
             if preformatted > 0:
                 parts[index] = part.translate(_ENCODED_BREAKS)
+                if after_pre_start and part.startswith("\n"):
+                    # A parser drops the line feed right after <pre>'s start tag (HTML's
+                    # tree construction rules; a `&#10;` is no exception), so a text that
+                    # really starts with one needs a second, as the spec's serialiser writes
+                    # it and html5ever's (nh3's) does not.
+                    parts[index] = "&#10;" + parts[index]
             else:
                 parts[index] = _COLLAPSIBLE_RE.sub(" ", part)
     return "".join(parts)
