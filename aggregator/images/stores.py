@@ -15,32 +15,28 @@ two crawlers in one process (crawlall) cannot see each other's settings.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import logging
 import os
-import random
 import tempfile
-import time
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from scrapy.exceptions import NotConfigured
 from twisted.internet import defer, threads
-from twisted.python.threadpool import ThreadPool
 
 from aggregator.errors import ConfigError
 from aggregator.images.paths import EXTENSIONS
 from aggregator.images.settings import DEFAULT_CACHE_CONTROL
-from aggregator.storage.s3.client import build_client, error_of, quiet_sdk_debug_logs
+from aggregator.storage.s3.client import connect, quiet_sdk_debug_logs
 from aggregator.storage.s3.config import S3Config
-from aggregator.storage.s3.objects import CONFLICT_BACKOFF_CAP, _url_metadata
+from aggregator.storage.s3.objects import _url_metadata, put_if_absent
+from aggregator.storage.s3.threads import S3Threads
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from io import BytesIO
 
     from scrapy.crawler import Crawler
@@ -190,8 +186,7 @@ class S3ImageStore:
         self.cache_control = cache_control
         self.log_level = log_level
         self.client: Any = None
-        self._pool = ThreadPool(minthreads=0, maxthreads=config.max_uploads, name="s3-images")
-        self._pool_trigger: Any = None
+        self._threads = S3Threads(config.max_uploads, "s3-images")
 
     @classmethod
     def _config(cls, uri: str, settings: BaseSettings) -> S3Config:
@@ -220,23 +215,7 @@ class S3ImageStore:
 
     # --- blocking side: worker threads ------------------------------------------------------
     def connect(self) -> None:
-        client = build_client(self.config)
-        where = f"IMAGES_MIRROR_URI {self.uri}"
-        try:
-            client.head_bucket(Bucket=self.bucket)
-        except NoCredentialsError as exc:
-            raise ConfigError(f"{where}: no AWS credentials found") from exc
-        except ClientError as exc:
-            status, code = error_of(exc)
-            raise ConfigError(
-                f"{where}: HeadBucket {self.bucket!r} at {client.meta.endpoint_url} failed: "
-                f"{'no such bucket' if status == 404 else code or status}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise ConfigError(
-                f"{where}: cannot use bucket {self.bucket!r} at {client.meta.endpoint_url}: {exc}"
-            ) from exc
-        self.client = client
+        self.client = connect(self.config, "IMAGES_MIRROR_URI")
 
     def lookup(self, stem: str) -> StoredImage:
         prefix = self.object_key(stem) + "-"
@@ -252,61 +231,34 @@ class S3ImageStore:
         )
 
     def put(self, path: str, data: bytes, content_type: str, source_url: str) -> bool:
-        key = self.object_key(path)
         digest = hashlib.sha256(data).digest()
-        conflicts = 0
-        while True:
-            try:
-                self.client.put_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=data,
-                    ContentType=content_type,
-                    CacheControl=self.cache_control,
-                    ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
-                    Metadata={**_url_metadata(source_url), "sha256": digest.hex()},
-                    IfNoneMatch="*",
-                )
-                return True
-            except ClientError as exc:
-                status, code = error_of(exc)
-                if status == 412:
-                    return False  # the name stands for this content: stored already
-                if not (status == 409 and code == "ConditionalRequestConflict"):
-                    raise
-                if conflicts >= self.config.conflict_retries:
-                    raise
-                conflicts += 1
-                cap = min(CONFLICT_BACKOFF_CAP, self.config.conflict_backoff * 2**conflicts)
-                time.sleep(random.uniform(0, cap))
+        created, _ = put_if_absent(
+            self.client,
+            retries=self.config.conflict_retries,
+            backoff=self.config.conflict_backoff,
+            Bucket=self.bucket,
+            Key=self.object_key(path),
+            Body=data,
+            ContentType=content_type,
+            CacheControl=self.cache_control,
+            ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+            Metadata={**_url_metadata(source_url), "sha256": digest.hex()},
+        )
+        return created  # False: the name stands for this content, stored already
 
     # --- reactor side -----------------------------------------------------------------------
-    def _in_thread(self, func: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        from twisted.internet import reactor
-
-        return threads.deferToThreadPool(reactor, self._pool, func, *args)
-
     def open(self) -> Deferred[None]:
-        from twisted.internet import reactor
-
         quiet_sdk_debug_logs(self.log_level)
-        self._pool.start()
-        self._pool_trigger = reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
-        return self._in_thread(self.connect)
+        self._threads.start()
+        return self._threads.run(self.connect)
 
     def close(self) -> None:
-        from twisted.internet import reactor
-
-        if self._pool_trigger is not None:
-            with contextlib.suppress(ValueError):
-                reactor.removeSystemEventTrigger(self._pool_trigger)
-            self._pool_trigger = None
-            self._pool.stop()
+        self._threads.stop()
 
     def stat_file(self, path: str, info: Any) -> Deferred[StoredImage]:
         if self.client is None:
             return defer.succeed({})
-        return self._in_thread(self.lookup, path)
+        return self._threads.run(self.lookup, path)
 
     def persist_file(
         self,
@@ -320,4 +272,4 @@ class S3ImageStore:
             return defer.fail(RuntimeError(f"{self.location(path)}: the image store is not open"))
         content_type = (headers or {}).get("Content-Type", "application/octet-stream")
         source_url = str((meta or {}).get("source-url", ""))
-        return self._in_thread(self.put, path, buf.getvalue(), content_type, source_url)
+        return self._threads.run(self.put, path, buf.getvalue(), content_type, source_url)

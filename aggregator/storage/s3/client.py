@@ -30,10 +30,11 @@ __all__ = [
 SDK_LOGGERS = ("botocore", "boto3", "urllib3")
 
 
-def connect(config: S3Config) -> Any:
-    """A client for `config` whose bucket answered HeadBucket. Raises ConfigError."""
+def connect(config: S3Config, setting: str = "OUTPUT_URI") -> Any:
+    """A client for `config` whose bucket answered HeadBucket. Raises ConfigError, naming
+    `setting`, the one that points at the bucket."""
     client = build_client(config)
-    check_bucket(client, config)
+    check_bucket(client, config, setting)
     return client
 
 
@@ -74,9 +75,9 @@ def build_client(config: S3Config) -> Any:
     return client
 
 
-def check_bucket(client: Any, config: S3Config) -> None:
+def check_bucket(client: Any, config: S3Config, setting: str = "OUTPUT_URI") -> None:
     """HeadBucket, with what went wrong said in terms of the settings."""
-    where = f"OUTPUT_URI {config.uri}"
+    where = f"{setting} {config.uri}"
     bucket = config.bucket
     endpoint = client.meta.endpoint_url
     try:

@@ -39,6 +39,7 @@ __all__ = [
     "S3Uploader",
     "Uploaded",
     "post_metadata",
+    "put_if_absent",
 ]
 
 POST_CONTENT_TYPE = "text/markdown; charset=utf-8"
@@ -52,6 +53,38 @@ CONFLICT_BACKOFF_CAP = 5.0
 # Characters RFC 3986 allows unescaped in a URL, plus "%" so existing escapes stay as they are.
 _URL_SAFE = "!#$&'()*+,/:;=?@[]~%-._"
 _SITE = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+
+
+def put_if_absent(
+    client: Any, *, retries: int, backoff: float, **put_args: Any
+) -> tuple[bool, int]:
+    """One conditional PutObject (`IfNoneMatch="*"`): (True, conflicts) when it created the
+    object, (False, conflicts) on 412, the object exists. A 409 `ConditionalRequestConflict`
+    (a concurrent conditional write of the key) is retried up to `retries` times with
+    full-jitter backoff, which no botocore retry mode does; `conflicts` counts those retries.
+    Any other error, and the conflict that outlasts the retries, is raised as botocore's."""
+    conflicts = 0
+    while True:
+        try:
+            client.put_object(**put_args, IfNoneMatch="*")
+        except ClientError as exc:
+            if error_of(exc)[0] == 412:
+                return False, conflicts
+            if not is_conflict(exc) or conflicts >= retries:
+                raise
+            conflicts += 1
+            time.sleep(conflict_delay(backoff, conflicts))
+            continue
+        return True, conflicts
+
+
+def is_conflict(exc: ClientError) -> bool:
+    return error_of(exc) == (409, "ConditionalRequestConflict")
+
+
+def conflict_delay(backoff: float, attempt: int) -> float:
+    """Full jitter: concurrent writers retrying a conflict should not collide again."""
+    return random.uniform(0, min(CONFLICT_BACKOFF_CAP, backoff * 2**attempt))
 
 
 class S3UploadError(Exception):
@@ -170,41 +203,38 @@ class S3Uploader:
         conflicts = 0
         while True:
             try:
-                self.client.put_object(
+                created, retried = put_if_absent(
+                    self.client,
+                    retries=self.conflict_retries - conflicts,
+                    backoff=self.conflict_backoff,
                     Bucket=self.layout.bucket,
                     Key=key,
                     Body=post.data,
                     ContentType=POST_CONTENT_TYPE,
                     Metadata=metadata,
                     ChecksumSHA256=checksum,
-                    IfNoneMatch="*",
                 )
             except ClientError as exc:
                 status, code = error_of(exc)
-                if status == 412:
-                    existing = self._head_metadata(key)
-                    if existing is not None:
-                        ours = existing.get("sha256") == sha256 and (
-                            existing.get("writer") == self.writer_id
-                        )
-                        return self._uploaded(post, key, sha256, conflicts, ours=ours, new=False)
-                    # deleted between our PUT and our HEAD: try again, like a conflict
-                elif not (status == 409 and code == "ConditionalRequestConflict"):
-                    raise S3UploadError(f"PUT {location}: {code or status}") from exc
-                if conflicts >= self.conflict_retries:
+                if is_conflict(exc):
                     raise S3UploadError(
-                        f"PUT {location}: {code or status} after {conflicts} retries"
+                        f"PUT {location}: {code} after {self.conflict_retries} retries"
                     ) from exc
-                conflicts += 1
-                time.sleep(self._backoff(conflicts))
-                continue
+                raise S3UploadError(f"PUT {location}: {code or status}") from exc
             except BotoCoreError as exc:
                 raise S3UploadError(f"PUT {location}: {exc}") from exc
-            return self._uploaded(post, key, sha256, conflicts, ours=True, new=True)
-
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter: concurrent writers retrying a conflict should not collide again."""
-        return random.uniform(0, min(CONFLICT_BACKOFF_CAP, self.conflict_backoff * 2**attempt))
+            conflicts += retried
+            if created:
+                return self._uploaded(post, key, sha256, conflicts, ours=True, new=True)
+            existing = self._head_metadata(key)
+            if existing is not None:
+                ours = existing.get("sha256") == sha256 and existing.get("writer") == self.writer_id
+                return self._uploaded(post, key, sha256, conflicts, ours=ours, new=False)
+            # deleted between our PUT and our HEAD: try again, like a conflict
+            if conflicts >= self.conflict_retries:
+                raise S3UploadError(f"PUT {location}: 412 after {conflicts} retries")
+            conflicts += 1
+            time.sleep(conflict_delay(self.conflict_backoff, conflicts))
 
     def _head_metadata(self, key: str) -> dict[str, str] | None:
         try:

@@ -12,9 +12,8 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
-from twisted.internet import defer, threads
+from twisted.internet import defer
 from twisted.python.failure import Failure
-from twisted.python.threadpool import ThreadPool
 
 from aggregator import stats as stat_keys
 from aggregator.state import state_dir
@@ -33,6 +32,7 @@ from aggregator.storage.s3.objects import (
     S3UploadError,
     Uploaded,
 )
+from aggregator.storage.s3.threads import S3Threads
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -99,8 +99,7 @@ class S3PostStorage:
         self.journal_dir = journal_dir(state_dir, config.bucket, config.prefix)
         self.uploader: S3Uploader | None = None
         self._journal: ManifestJournal | None = None
-        self._pool = ThreadPool(minthreads=0, maxthreads=config.max_uploads + 1, name="s3-uploads")
-        self._pool_trigger: Any = None
+        self._threads = S3Threads(config.max_uploads + 1, "s3-uploads")  # + the manifest
         self._slots = defer.DeferredSemaphore(config.max_uploads)
         self._in_flight = 0
 
@@ -122,20 +121,15 @@ class S3PostStorage:
         )
 
     def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        from twisted.internet import reactor  # the one Scrapy installed; not at import time
-
-        return threads.deferToThreadPool(reactor, self._pool, func, *args, **kwargs)
+        return self._threads.run(func, *args, **kwargs)
 
     # --- open --------------------------------------------------------------------------------
     def open(self, spider: Spider) -> Deferred[None]:
         return deferred_from_coro(self._open(spider.name))
 
     async def _open(self, spider_name: str) -> None:
-        from twisted.internet import reactor
-
         quiet_sdk_debug_logs(self.log_level)
-        self._pool.start()
-        self._pool_trigger = reactor.addSystemEventTrigger("during", "shutdown", self._pool.stop)
+        self._threads.start()
         journal = self._journal = ManifestJournal(self.journal_dir, spider_name, self.run_id)
         await self._load_writer_id()
         client = await maybe_deferred_to_future(self._in_thread(connect, self.config))
@@ -247,14 +241,9 @@ class S3PostStorage:
         logger.info("Wrote the manifest of %s posts: %s", journal.lines, self.layout.location(key))
 
     def _shut_down(self) -> None:
-        from twisted.internet import reactor
-
         if self._journal is not None:
             self._journal.release()
-        if self._pool_trigger is not None:
-            reactor.removeSystemEventTrigger(self._pool_trigger)
-            self._pool_trigger = None
-            self._pool.stop()
+        self._threads.stop()
 
     def _inc(self, key: str, count: int = 1) -> None:
         if self.stats is not None and count:
