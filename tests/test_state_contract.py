@@ -24,12 +24,12 @@ from aggregator.state.sqlite import SqliteCrawlState
 
 
 @contextlib.asynccontextmanager
-async def sqlite_backend(tmp_path: Path, fixture: Any) -> AsyncIterator[Callable[[], Any]]:
-    uri = f"sqlite:///{tmp_path}/state.sqlite3"
-    opened: list[SqliteCrawlState] = []
+async def _stores(build: Callable[[], Any]) -> AsyncIterator[Callable[[], Any]]:
+    """connect() opens one more store from `build()`; every one opened is closed at the end."""
+    opened: list[Any] = []
 
-    async def connect() -> SqliteCrawlState:
-        state = SqliteCrawlState(uri)
+    async def connect() -> Any:
+        state = build()
         await state.open()
         opened.append(state)
         return state
@@ -41,25 +41,17 @@ async def sqlite_backend(tmp_path: Path, fixture: Any) -> AsyncIterator[Callable
             await state.close()
 
 
-@contextlib.asynccontextmanager
-async def redis_backend(tmp_path: Path, fixture: Any) -> AsyncIterator[Callable[[], Any]]:
+def sqlite_backend(tmp_path: Path, fixture: Any) -> Any:
+    uri = f"sqlite:///{tmp_path}/state.sqlite3"
+    return _stores(lambda: SqliteCrawlState(uri))
+
+
+def redis_backend(tmp_path: Path, fixture: Any) -> Any:
     """The test Redis (shared: a fresh key prefix, only its keys deleted afterwards)."""
     from aggregator.state.redis import RedisCrawlState
 
     url, prefix = fixture("redis_url"), fixture("redis_prefix")
-    opened: list[RedisCrawlState] = []
-
-    async def connect() -> RedisCrawlState:
-        state = RedisCrawlState(url, prefix=prefix)
-        await state.open()
-        opened.append(state)
-        return state
-
-    try:
-        yield connect
-    finally:
-        for state in opened:
-            await state.close()
+    return _stores(lambda: RedisCrawlState(url, prefix=prefix))
 
 
 BACKENDS = {"sqlite": sqlite_backend, "redis": redis_backend}
