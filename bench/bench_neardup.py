@@ -1,11 +1,13 @@
 """Near-duplicate detection: quality on the labelled set, speed with a full index, space.
 
-    python bench/bench_neardup.py [--corpus PATH] [--index-size 1000000] [--measure 3000]
-                                  [--rounds 3] [--sweep] [--shingles] [--redis-size 20000]
-                                  [--keep FILE]
+    python bench/bench_neardup.py [--corpus PATH | --synthetic] [--index-size 1000000]
+                                  [--measure 3000] [--rounds 3] [--sweep] [--shingles]
+                                  [--redis-size 20000] [--keep FILE]
 
 The corpus (real Chinese articles) is not in this repository; see bench/data/neardup/SOURCES.md
-for where it is expected and how to build it. Without it this prints how and exits with 2.
+for where it is expected and how to build it. Without it this prints how and exits with 2,
+unless `--synthetic`: then only speed and space are measured (parts 3 and 4), on synthetic
+text (see `synthetic_articles`), which costs the fingerprint and the index what real text does.
 
 1. Quality: every pair of bench/neardup_set.py (the corpus's articles, their reposts and
    look-alike different stories) through the test the pipeline makes (an LSH band in common,
@@ -53,7 +55,15 @@ from neardup_set import corpus_or_exit, load_articles, pairs
 from scrapy.settings import Settings
 
 from aggregator import settings as project
-from aggregator.devtools.reposts import render
+from aggregator.devtools.reposts import (
+    ADS,
+    BOILERPLATE,
+    FOOTERS,
+    NOTES,
+    employment_bulletin,
+    render,
+    weather_bulletin,
+)
 from aggregator.neardup.fingerprint import Fingerprinter, fold_text, visible_text
 from aggregator.neardup.index import (
     IndexParams,
@@ -167,6 +177,41 @@ def shingle_table(articles: list[dict]) -> None:
             f"{k}  {min(pos):.3f} {np.percentile(pos, 1):.3f} {np.percentile(pos, 5):.3f} | "
             f"{kinds} | {min(pos) - worst:+.3f}"
         )
+
+
+def synthetic_articles(count: int = 150, seed: int = 3) -> list[dict]:
+    """Articles of made-up sentences, for speed without the corpus: Chinese characters drawn
+    with the frequencies of the project's own Chinese text (the demo articles and the repost
+    builders' templates), 8-40 to a clause. What the fingerprint costs depends on the length
+    and the kind of characters (CJK folds through the table like the corpus's text), and what
+    the index costs on the signatures, which are as random as real ones: so the rate is the
+    one real text gets. The sentences are all different, so the measured articles take the
+    insert path as with the corpus."""
+    rng = random.Random(seed)
+    pool = [ch for ch in _project_chinese() if "\u4e00" <= ch <= "\u9fff"]
+    articles = []
+    for number in range(count):
+        sentences = []
+        for _ in range(rng.randint(20, 60)):
+            clauses = ["".join(rng.choices(pool, k=rng.randint(8, 40))) for _ in range(3)]
+            sentences.append("，".join(clauses) + "。")
+        text = "\n".join("".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4))
+        articles.append({"id": f"synthetic-{number}", "text": text})
+    return articles
+
+
+def _project_chinese() -> str:
+    """The Chinese text this repository has: the demo site's articles and reposts.py's."""
+    demo = Path(project.__file__).resolve().parent / "data" / "demo"
+    texts = [
+        visible_text(json.loads(p.read_text("utf-8")).get("detail", ""))
+        for p in sorted(demo.glob("detail_json/*.json"))
+    ]
+    rng = random.Random(0)
+    texts += [visible_text(weather_bulletin(rng, day)) for day in range(1, 4)]
+    texts += [visible_text(employment_bulletin(rng, month)) for month in range(1, 4)]
+    texts += [*ADS, *FOOTERS, *NOTES, BOILERPLATE]
+    return "".join(texts)
 
 
 def measured_articles(articles: list[dict], count: int, seed: int = 7) -> list[str]:
@@ -372,8 +417,16 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="other signature lengths and bands")
     parser.add_argument("--shingles", action="store_true", help="print the shingle-length table")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the filled SQLite state here")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="no corpus: speed and space only, on synthetic text",
+    )
     args = parser.parse_args()
-    articles = load_articles(corpus_or_exit(args.corpus))
+    if args.synthetic:
+        articles = synthetic_articles()
+    else:
+        articles = load_articles(corpus_or_exit(args.corpus))
     fingerprinter = fingerprinter_for(SETTINGS)
     params = index_params(SETTINGS, fingerprinter)
     print(
@@ -381,11 +434,14 @@ def main() -> None:
         f"{params.bands} bands x {params.rows} rows, threshold {params.threshold}, "
         f"min chars {MIN_CHARS}; signature {fingerprinter.hashes * 4} bytes"
     )
-    if args.shingles:
-        shingle_table(articles)
-    quality(articles, fingerprinter, params)
-    if args.sweep:
-        sweep(articles, params)
+    if args.synthetic:
+        print("synthetic text: speed and space only (quality needs the labelled corpus)")
+    else:
+        if args.shingles:
+            shingle_table(articles)
+        quality(articles, fingerprinter, params)
+        if args.sweep:
+            sweep(articles, params)
     if args.index_size:
         throughput(
             articles,
