@@ -304,12 +304,13 @@ class SqliteCrawlState:
         """Commands call this before anything starts (a bad URI is exit status 2)."""
         path_from_uri(uri)
 
-    def near_duplicates(self, params: IndexParams) -> SqliteNearDupIndex:
+    def near_duplicates(self, params: IndexParams, **options: int) -> SqliteNearDupIndex:
         """The near-duplicate index kept with this state: `nd_*` tables in the same file,
-        through the same connection and lock (see aggregator.neardup.index)."""
+        through the same connection and lock (see aggregator.neardup.index). `options`:
+        `merge_every`, `expire_every` (tests and benchmarks)."""
         from aggregator.neardup.index import SqliteNearDupIndex
 
-        return SqliteNearDupIndex(self._db, params)
+        return SqliteNearDupIndex(self._db, params, **options)
 
     async def open(self) -> None:
         self._db.connect()
