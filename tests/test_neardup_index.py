@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -277,19 +278,59 @@ def test_redis_forgets_by_itself(redis_prefix):
             now = time.time()
             first, _ = story(30)
             await index.check_and_add("k", first, now)
-            ttl = await client.ttl(f"{redis_prefix}:a:k")
+            ttl = await client.ttl(f"{redis_prefix}:r:k")
             assert 29 * DAY < ttl <= 30 * DAY + 2
-            bucket = band_buckets(first, PARAMS.bands, PARAMS.rows)[0]
-            band = f"{redis_prefix}:b:{bucket:x}"
+            buckets = band_buckets(first, PARAMS.bands, PARAMS.rows)
+            band = f"{redis_prefix}:b:{buckets[0]:x}"
             assert 29 * DAY < await client.ttl(band) <= 30 * DAY + 2
-            # nothing pickled: the band set holds the plain key, the hash raw signature bytes
+            # nothing pickled: the band set holds the plain key, the record is the time, the
+            # state, the raw signature bytes and the buckets
             assert await client.zrange(band, 0, -1) == [b"k"]
-            assert await client.hget(f"{redis_prefix}:a:k", "sig") == first.tobytes()
+            assert await client.get(f"{redis_prefix}:r:k") == (
+                struct.pack("<d", now)
+                + b"1"
+                + first.tobytes()
+                + ",".join(f"{bucket:x}" for bucket in buckets).encode()
+            )
             # an article published more than the window ago has no key left at all
             await index.check_and_add("gone", story(31)[0], now - 31 * DAY)
-            assert not await client.exists(f"{redis_prefix}:a:gone")
+            assert not await client.exists(f"{redis_prefix}:r:gone")
+            # confirming a claim whose record is gone does not make one
+            await index.confirm("gone")
+            assert not await client.exists(f"{redis_prefix}:r:gone")
             with pytest.raises(ValueError, match="built with"):
                 await redis_index(redis_prefix, IndexParams(128, 8, 4, 0.55))
+        finally:
+            await client.aclose()
+
+    asyncio.run(run())
+
+
+def test_redis_reads_and_replaces_records_written_before_the_packed_record(redis_prefix):
+    """Indexes written before kept each article in a hash (at, state, sig, buckets): they are
+    still found, and re-adding or releasing the key removes them."""
+
+    async def run():
+        index = await redis_index(redis_prefix)
+        client = index.redis
+        try:
+            now = time.time()
+            first, copy = story(32)
+            buckets = [f"{b:x}" for b in band_buckets(first, PARAMS.bands, PARAMS.rows)]
+            old = f"{redis_prefix}:a:old"
+            await client.hset(
+                old,
+                mapping={"at": repr(now), "state": "1", "sig": first.tobytes()}
+                | {"buckets": ",".join(buckets)},
+            )
+            for bucket in buckets:
+                await client.zadd(f"{redis_prefix}:b:{bucket}", {"old": now})
+            assert (await index.check_and_add("copy", copy, now + 5)).key == "old"
+            # the same key added again (its copy gone): the hash makes way for a record
+            assert await index.check_and_add("old", story(33)[0], now + 10) is None
+            assert not await client.exists(old)
+            assert await client.exists(f"{redis_prefix}:r:old")
+            assert await client.zrange(f"{redis_prefix}:b:{buckets[0]}", 0, -1) == []
         finally:
             await client.aclose()
 

@@ -504,13 +504,42 @@ class SqliteNearDupIndex:
 
 # The Redis store. Keys (all under the prefix):
 #   <p>:meta              hash: hashes, bands, rows, fingerprint (refuses another configuration)
-#   <p>:a:<key>           hash: at, state, sig (raw uint32 bytes), buckets (comma-separated)
+#   <p>:r:<key>           string, the article's record: its time (8 bytes, a little-endian
+#                         double), its state (one byte, "0" claimed, "1" published), the
+#                         signature (raw uint32 bytes), its buckets (hex, comma-separated)
 #   <p>:b:<bucket>        sorted set: article keys scored by their time
-# Article hashes expire at their time + the window (EXPIREAT), band sets at the newest
-# member's time + the window, and members older than the window are trimmed from a band set
-# whenever it is read, so the index forgets on its own. Nothing is pickled: keys are the
-# article keys as UTF-8, signatures raw bytes.
-_CHECK_AND_ADD = """
+# Records expire at their time + the window (EXPIREAT), band sets at the newest member's
+# time + the window, and members older than the window are trimmed from a band set whenever
+# it is read, so the index forgets on its own. Nothing is pickled: keys are the article keys
+# as UTF-8, signatures raw bytes. Why one string: the signature (512 bytes) is too long for
+# a hash's compact encoding, and a hash in a table costs ~450 bytes more per article.
+# Indexes written before kept a hash per article at <p>:a:<key> (fields at, state, sig,
+# buckets); the scripts still read those, until they expire.
+_RECORD = """
+local function record(prefix, other, hashes)
+  local packed = redis.call('GET', prefix .. ':r:' .. other)
+  if packed then
+    local at = struct.unpack('<d', packed)
+    return at, string.sub(packed, 9, 9), string.sub(packed, 10, 9 + hashes * 4),
+      string.sub(packed, 11 + hashes * 4)
+  end
+  local fields = redis.call('HMGET', prefix .. ':a:' .. other, 'at', 'state', 'sig', 'buckets')
+  return tonumber(fields[1]), fields[2], fields[3], fields[4]
+end
+local function forget(prefix, key, hashes)
+  local at, state, sig, buckets = record(prefix, key, hashes)
+  if buckets then
+    for bucket in string.gmatch(buckets, '[^,]+') do
+      redis.call('ZREM', prefix .. ':b:' .. bucket, key)
+    end
+  end
+  return redis.call('DEL', prefix .. ':r:' .. key, prefix .. ':a:' .. key)
+end
+"""
+
+_CHECK_AND_ADD = (
+    _RECORD
+    + """
 local prefix, key, at = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cutoff, claim_cutoff = tonumber(ARGV[4]), tonumber(ARGV[5])
 local threshold, hashes = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -523,10 +552,9 @@ for i = 1, #KEYS do
   for _, other in ipairs(members) do
     if other ~= key and not seen[other] then
       seen[other] = true
-      local fields = redis.call('HMGET', prefix .. ':a:' .. other, 'at', 'state', 'sig')
-      local oat = tonumber(fields[1])
-      if oat and oat >= cutoff and (fields[2] == '1' or oat >= claim_cutoff) then
-        local osig, equal = fields[3], 0
+      local oat, ostate, osig = record(prefix, other, hashes)
+      if oat and oat >= cutoff and (ostate == '1' or oat >= claim_cutoff) then
+        local equal = 0
         for j = 1, hashes * 4, 4 do
           if string.sub(osig, j, j + 3) == string.sub(sig, j, j + 3) then equal = equal + 1 end
         end
@@ -542,15 +570,9 @@ end
 if best_key then
   return {best_key, tostring(best_at), tostring(best_score)}
 end
-local akey = prefix .. ':a:' .. key
-local old = redis.call('HGET', akey, 'buckets')
-if old then
-  for bucket in string.gmatch(old, '[^,]+') do
-    redis.call('ZREM', prefix .. ':b:' .. bucket, key)
-  end
-end
-redis.call('HSET', akey, 'at', ARGV[3], 'state', state, 'sig', sig, 'buckets', buckets)
-redis.call('EXPIREAT', akey, expire_at)
+forget(prefix, key, hashes)
+redis.call('SET', prefix .. ':r:' .. key, struct.pack('<d', at) .. state .. sig .. buckets,
+  'EXAT', expire_at)
 for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i], at, key)
   local ttl = redis.call('EXPIRETIME', KEYS[i])
@@ -558,17 +580,17 @@ for i = 1, #KEYS do
 end
 return false
 """
+)
 
-_RELEASE = """
-local akey = ARGV[1] .. ':a:' .. ARGV[2]
-local old = redis.call('HGET', akey, 'buckets')
-if old then
-  for bucket in string.gmatch(old, '[^,]+') do
-    redis.call('ZREM', ARGV[1] .. ':b:' .. bucket, ARGV[2])
-  end
+_CONFIRM = """
+local rkey = ARGV[1] .. ':r:' .. ARGV[2]
+if redis.call('EXISTS', rkey) == 1 then
+  return redis.call('SETRANGE', rkey, 8, '1')
 end
-return redis.call('DEL', akey)
+return 0
 """
+
+_RELEASE = _RECORD + "\nreturn forget(ARGV[1], ARGV[2], tonumber(ARGV[3]))\n"
 
 
 def _text(value: Any) -> str:
@@ -595,6 +617,7 @@ class RedisNearDupIndex:
         self.params = params
         self._check_and_add = redis_client.register_script(_CHECK_AND_ADD)
         self._release = redis_client.register_script(_RELEASE)
+        self._confirm = redis_client.register_script(_CONFIRM)
         self._opened = False
 
     async def open(self) -> None:
@@ -639,12 +662,12 @@ class RedisNearDupIndex:
         return NearDuplicate(other, float(at), float(score))
 
     async def confirm(self, key: str) -> None:
-        akey = f"{self.prefix}:a:{key}"
-        if await self.redis.exists(akey):
-            await self.redis.hset(akey, "state", str(PUBLISHED))
+        """The state byte set in place (SETRANGE keeps the expiry), if the record is still
+        there: SETRANGE alone would make a record of a missing key."""
+        await self._confirm(keys=[], args=[self.prefix, key])
 
     async def release(self, key: str) -> None:
-        await self._release(keys=[], args=[self.prefix, key])
+        await self._release(keys=[], args=[self.prefix, key, self.params.hashes])
 
     async def expire(self, now: float) -> int:
         """Nothing to do: keys expire by themselves (see the notes above)."""
