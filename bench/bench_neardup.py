@@ -29,7 +29,8 @@ text (see `synthetic_articles`), which costs the fingerprint and the index what 
    per round, then the best, median and worst round. `--keep FILE`
    keeps the filled state file and reuses it on the next run.
 4. Space: SQLite file bytes per article; Redis `used_memory` per article for a smaller fill
-   (under a unique key prefix on 127.0.0.1:6379, deleted afterwards).
+   (under a unique key prefix as long as the default one, on 127.0.0.1:6379, deleted
+   afterwards).
 """
 
 from __future__ import annotations
@@ -363,7 +364,8 @@ def redis_space(
     import redis
     import redis.asyncio as aredis
 
-    prefix = f"aggregator-bench:neardup:{uuid.uuid4().hex}"
+    # as long as the default one (CLUSTER_PREFIX "aggregator" + ":nd"): key names count
+    prefix = f"aggbench{uuid.uuid4().hex[:5]}:nd"
     sync = redis.Redis(host="127.0.0.1", port=6379)
     try:
         sync.ping()
