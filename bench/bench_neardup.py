@@ -335,11 +335,13 @@ def throughput(
             spent, wall = cpu() - before, time.perf_counter() - wall
             each, fingerprint_each = spent / measure * 1e6, fingerprint_cpu / measure * 1e6
             rates.append(measure / spent)
+            wal = path.with_name(path.name + "-wal")
+            wal_size = wal.stat().st_size if wal.exists() else 0
             print(
                 f"  round {round_}: {measure / spent:,.0f} articles/s CPU ({each:.0f} µs each: "
                 f"fingerprint {fingerprint_each:.0f}, index {each - fingerprint_each:.0f}; "
                 f"wall {measure / wall:,.0f}/s); {new} new, {measure - new} matched, "
-                f"{merges} merges of the tail"
+                f"{merges} merges of the tail; WAL {wal_size / 2**20:,.0f} MiB"
             )
         rates.sort()
         print(

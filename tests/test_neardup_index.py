@@ -220,6 +220,17 @@ def test_sqlite_new_articles_wait_in_the_tail_and_are_merged_in_batches(tmp_path
     asyncio.run(run())
 
 
+def test_sqlite_state_cuts_its_wal_back_after_a_merge(tmp_path):
+    """A merge writes a WAL as large as the band pages it touches; the state's connection
+    has SQLite cut the file back once it is checkpointed."""
+
+    async def run():
+        index = await sqlite_index(tmp_path / "state.sqlite3")
+        assert index._db.query("PRAGMA journal_size_limit") == [(64 * 2**20,)]
+
+    asyncio.run(run())
+
+
 def test_sqlite_ids_are_never_reused_so_other_processes_see_every_article(tmp_path):
     """A process looks for rows after the last id it saw: if a released claim's or an
     expired article's id went to the next article, it would miss that article."""
