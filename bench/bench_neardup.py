@@ -1,11 +1,13 @@
 """Near-duplicate detection: quality on the labelled set, speed with a full index, space.
 
-    python bench/bench_neardup.py [--corpus PATH] [--index-size 1000000] [--measure 3000]
-                                  [--rounds 3] [--sweep] [--shingles] [--redis-size 20000]
-                                  [--keep FILE]
+    python bench/bench_neardup.py [--corpus PATH | --synthetic] [--index-size 1000000]
+                                  [--measure 3000] [--rounds 3] [--sweep] [--shingles]
+                                  [--redis-size 20000] [--keep FILE]
 
 The corpus (real Chinese articles) is not in this repository; see bench/data/neardup/SOURCES.md
-for where it is expected and how to build it. Without it this prints how and exits with 2.
+for where it is expected and how to build it. Without it this prints how and exits with 2,
+unless `--synthetic`: then only speed and space are measured (parts 3 and 4), on synthetic
+text (see `synthetic_articles`), which costs the fingerprint and the index what real text does.
 
 1. Quality: every pair of bench/neardup_set.py (the corpus's articles, their reposts and
    look-alike different stories) through the test the pipeline makes (an LSH band in common,
@@ -20,12 +22,15 @@ for where it is expected and how to build it. Without it this prints how and exi
    one transaction), then `--measure` real-length articles (3,000 characters of real sentences
    from the corpus, each a different mix drawn afresh each run, so nearly all take the insert
    path) fingerprinted and
-   checked-and-added one by one through the index the pipeline uses, `--rounds` times. Rate =
+   checked-and-added one by one through the index the pipeline uses, `--rounds` times (the
+   default round is the index's `merge_every`, so each round pays for one merge of the
+   tail into the band table, as a long crawl does). Rate =
    articles / CPU seconds of this process (resource.getrusage: fingerprinting, SQLite and all),
    per round, then the best, median and worst round. `--keep FILE`
    keeps the filled state file and reuses it on the next run.
 4. Space: SQLite file bytes per article; Redis `used_memory` per article for a smaller fill
-   (under a unique key prefix on 127.0.0.1:6379, deleted afterwards).
+   (under a unique key prefix as long as the default one, on 127.0.0.1:6379, deleted
+   afterwards).
 """
 
 from __future__ import annotations
@@ -53,7 +58,15 @@ from neardup_set import corpus_or_exit, load_articles, pairs
 from scrapy.settings import Settings
 
 from aggregator import settings as project
-from aggregator.devtools.reposts import render
+from aggregator.devtools.reposts import (
+    ADS,
+    BOILERPLATE,
+    FOOTERS,
+    NOTES,
+    employment_bulletin,
+    render,
+    weather_bulletin,
+)
 from aggregator.neardup.fingerprint import Fingerprinter, fold_text, visible_text
 from aggregator.neardup.index import (
     IndexParams,
@@ -169,6 +182,41 @@ def shingle_table(articles: list[dict]) -> None:
         )
 
 
+def synthetic_articles(count: int = 150, seed: int = 3) -> list[dict]:
+    """Articles of made-up sentences, for speed without the corpus: Chinese characters drawn
+    with the frequencies of the project's own Chinese text (the demo articles and the repost
+    builders' templates), 8-40 to a clause. What the fingerprint costs depends on the length
+    and the kind of characters (CJK folds through the table like the corpus's text), and what
+    the index costs on the signatures, which are as random as real ones: so the rate is the
+    one real text gets. The sentences are all different, so the measured articles take the
+    insert path as with the corpus."""
+    rng = random.Random(seed)
+    pool = [ch for ch in _project_chinese() if "\u4e00" <= ch <= "\u9fff"]
+    articles = []
+    for number in range(count):
+        sentences = []
+        for _ in range(rng.randint(20, 60)):
+            clauses = ["".join(rng.choices(pool, k=rng.randint(8, 40))) for _ in range(3)]
+            sentences.append("，".join(clauses) + "。")
+        text = "\n".join("".join(sentences[i : i + 4]) for i in range(0, len(sentences), 4))
+        articles.append({"id": f"synthetic-{number}", "text": text})
+    return articles
+
+
+def _project_chinese() -> str:
+    """The Chinese text this repository has: the demo site's articles and reposts.py's."""
+    demo = Path(project.__file__).resolve().parent / "data" / "demo"
+    texts = [
+        visible_text(json.loads(p.read_text("utf-8")).get("detail", ""))
+        for p in sorted(demo.glob("detail_json/*.json"))
+    ]
+    rng = random.Random(0)
+    texts += [visible_text(weather_bulletin(rng, day)) for day in range(1, 4)]
+    texts += [visible_text(employment_bulletin(rng, month)) for month in range(1, 4)]
+    texts += [*ADS, *FOOTERS, *NOTES, BOILERPLATE]
+    return "".join(texts)
+
+
 def measured_articles(articles: list[dict], count: int, seed: int = 7) -> list[str]:
     """3,000-character bodies of real sentences: each a random mix from the whole corpus."""
     sentences = []
@@ -224,6 +272,7 @@ def fill(path: Path, params: IndexParams, size: int, now: float) -> None:
         "INSERT INTO nd_band (bucket, id) SELECT j.value, f.id FROM temp.fill f, "
         "json_each(f.buckets) j ORDER BY 1, 2"
     )
+    db.execute("UPDATE nd_banded SET id = ?", (size,))  # all of them are in nd_band
     db.execute("COMMIT")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
@@ -277,17 +326,22 @@ def throughput(
             for body in bodies:
                 signatures.append(fingerprinter.fingerprint(body).hashvalues)
             fingerprint_cpu = cpu() - before
-            new = 0
+            new = merges = 0
             for number, signature in enumerate(signatures):
                 key = f"m-{run}-{round_}-{number}"
+                tail = index._tail.articles
                 new += index.check_and_add_now(key, signature, now) is None
+                merges += index._tail.articles < tail
             spent, wall = cpu() - before, time.perf_counter() - wall
             each, fingerprint_each = spent / measure * 1e6, fingerprint_cpu / measure * 1e6
             rates.append(measure / spent)
+            wal = path.with_name(path.name + "-wal")
+            wal_size = wal.stat().st_size if wal.exists() else 0
             print(
                 f"  round {round_}: {measure / spent:,.0f} articles/s CPU ({each:.0f} µs each: "
                 f"fingerprint {fingerprint_each:.0f}, index {each - fingerprint_each:.0f}; "
-                f"wall {measure / wall:,.0f}/s); {new} new, {measure - new} matched"
+                f"wall {measure / wall:,.0f}/s); {new} new, {measure - new} matched, "
+                f"{merges} merges of the tail; WAL {wal_size / 2**20:,.0f} MiB"
             )
         rates.sort()
         print(
@@ -312,7 +366,8 @@ def redis_space(
     import redis
     import redis.asyncio as aredis
 
-    prefix = f"aggregator-bench:neardup:{uuid.uuid4().hex}"
+    # as long as the default one (CLUSTER_PREFIX "aggregator" + ":nd"): key names count
+    prefix = f"aggbench{uuid.uuid4().hex[:5]}:nd"
     sync = redis.Redis(host="127.0.0.1", port=6379)
     try:
         sync.ping()
@@ -366,14 +421,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", type=Path, help="the corpus (articles.jsonl)")
     parser.add_argument("--index-size", type=int, default=1_000_000)
-    parser.add_argument("--measure", type=int, default=3000, help="articles a round")
+    parser.add_argument(
+        "--measure",
+        type=int,
+        default=20_000,
+        help="articles a round (the default: one merge of the index's tail in each round)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --measure articles")
     parser.add_argument("--redis-size", type=int, default=20_000, help="0: skip Redis")
     parser.add_argument("--sweep", action="store_true", help="other signature lengths and bands")
     parser.add_argument("--shingles", action="store_true", help="print the shingle-length table")
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the filled SQLite state here")
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="no corpus: speed and space only, on synthetic text",
+    )
     args = parser.parse_args()
-    articles = load_articles(corpus_or_exit(args.corpus))
+    if args.synthetic:
+        articles = synthetic_articles()
+    else:
+        articles = load_articles(corpus_or_exit(args.corpus))
     fingerprinter = fingerprinter_for(SETTINGS)
     params = index_params(SETTINGS, fingerprinter)
     print(
@@ -381,11 +449,14 @@ def main() -> None:
         f"{params.bands} bands x {params.rows} rows, threshold {params.threshold}, "
         f"min chars {MIN_CHARS}; signature {fingerprinter.hashes * 4} bytes"
     )
-    if args.shingles:
-        shingle_table(articles)
-    quality(articles, fingerprinter, params)
-    if args.sweep:
-        sweep(articles, params)
+    if args.synthetic:
+        print("synthetic text: speed and space only (quality needs the labelled corpus)")
+    else:
+        if args.shingles:
+            shingle_table(articles)
+        quality(articles, fingerprinter, params)
+        if args.sweep:
+            sweep(articles, params)
     if args.index_size:
         throughput(
             articles,

@@ -32,15 +32,16 @@ from pathlib import Path
 
 from aggregator.devtools.reposts import (
     VARIATIONS,
-    employment_bulletin,
-    images_for,
-    paragraphs,
+    combination,
+    original,
     quoted_inside,
-    render,
     repost,
-    weather_bulletin,
+    repost_kind,
+    template_pairs,
     with_boilerplate,
 )
+
+ORIGIN = "img.origin-paper.cn"  # where the first publisher serves the images
 
 # Where the corpus is expected: the steering repository's shared/ folder beside this checkout.
 # Data taken from public repositories is never committed here (see SOURCES.md).
@@ -83,21 +84,18 @@ def pairs(articles: list[dict], seed: int = 20240613) -> list[Pair]:
     rng = random.Random(seed)
     out: list[Pair] = []
 
-    def original(article: dict) -> str:
-        return render(paragraphs(article["text"]), images_for(article["id"], "img.origin-paper.cn"))
-
     # positives: every variation alone on a rotation of articles, then random combinations
     for number, article in enumerate(articles):
         single = VARIATIONS[number % len(VARIATIONS)]
-        combo = tuple(sorted(rng.sample(VARIATIONS, rng.randint(2, 3))))
+        combo = combination(rng)
         for variations in ((single,), combo):
             out.append(
                 Pair(
-                    "repost:" + "+".join(variations),
+                    repost_kind(variations),
                     True,
                     article["id"],
                     article["id"] + "~" + "+".join(variations),
-                    original(article),
+                    original(article, ORIGIN),
                     repost(article, variations, rng),
                 )
             )
@@ -111,30 +109,11 @@ def pairs(articles: list[dict], seed: int = 20240613) -> list[Pair]:
             for j in range(i + 1, len(group)):
                 channel_pairs.append((group[i], group[j]))
     for a, b in rng.sample(channel_pairs, min(len(channel_pairs), len(articles) * 2)):
-        out.append(Pair("same_channel", False, a["id"], b["id"], original(a), original(b)))
+        out.append(
+            Pair("same_channel", False, a["id"], b["id"], original(a, ORIGIN), original(b, ORIGIN))
+        )
     # negatives: one template, other figures
-    for day in range(1, 41):
-        out.append(
-            Pair(
-                "template:weather",
-                False,
-                f"weather-{day}",
-                f"weather-{day + 1}",
-                weather_bulletin(random.Random(seed + day), day),
-                weather_bulletin(random.Random(seed + day + 1), day + 1),
-            )
-        )
-    for month in range(1, 41):
-        out.append(
-            Pair(
-                "template:employment",
-                False,
-                f"employment-{month}",
-                f"employment-{month + 1}",
-                employment_bulletin(random.Random(seed * 2 + month), (month - 1) % 12 + 1),
-                employment_bulletin(random.Random(seed * 2 + month + 1), month % 12 + 1),
-            )
-        )
+    out += [Pair(t.kind, False, t.a_id, t.b_id, t.a, t.b) for t in template_pairs(seed, 40)]
     # negatives: a long shared footer on short different articles
     shorts = sorted((a for a in articles if len(a["text"]) < 700), key=lambda a: a["id"])
     for a, b in zip(shorts[::2], shorts[1::2], strict=False):
@@ -151,7 +130,7 @@ def pairs(articles: list[dict], seed: int = 20240613) -> list[Pair]:
                 False,
                 short["id"],
                 long["id"],
-                original(short),
+                original(short, ORIGIN),
                 quoted_inside(short, long),
             )
         )

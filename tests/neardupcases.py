@@ -15,15 +15,18 @@ from pathlib import Path
 import lxml.html
 
 from aggregator.devtools.reposts import (
-    BOILERPLATE,
     VARIATIONS,
-    employment_bulletin,
-    images_for,
+    boilerplate_under,
+    combination,
+    employment_paragraphs,
     paragraphs,
     render,
     repost,
-    weather_bulletin,
+    repost_kind,
+    template_pairs,
+    weather_paragraphs,
 )
+from aggregator.devtools.reposts import original as served
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REFERENCE_JSON = FIXTURES / "qutoutiao" / "detail_json" / "58837411.json"
@@ -51,8 +54,7 @@ def reference_article() -> dict:
 
 
 def original() -> str:
-    article = reference_article()
-    return render(paragraphs(article["text"]), images_for(article["id"], "static.1sapp.com"))
+    return served(reference_article(), "static.1sapp.com")
 
 
 def positives() -> list[Case]:
@@ -60,10 +62,8 @@ def positives() -> list[Case]:
     three of them."""
     article, rng = reference_article(), random.Random(SEED)
     combos = [(v,) for v in VARIATIONS]
-    combos += [tuple(sorted(rng.sample(VARIATIONS, rng.randint(2, 3)))) for _ in range(9)]
-    return [
-        Case("repost:" + "+".join(c), True, original(), repost(article, c, rng)) for c in combos
-    ]
+    combos += [combination(rng) for _ in range(9)]
+    return [Case(repost_kind(c), True, original(), repost(article, c, rng)) for c in combos]
 
 
 def negatives() -> list[Case]:
@@ -75,44 +75,22 @@ def negatives() -> list[Case]:
     half = len(paras) // 2
     filler, day = [], 1
     while sum(map(len, filler)) < sum(map(len, paras[half:])):
-        filler += paragraphs(_text(weather_bulletin(random.Random(SEED + day), day)))
+        filler += weather_paragraphs(random.Random(SEED + day), day)
         day += 1
     cases.append(
         Case("first_half_then_other", False, original(), render(paras[:half] + filler, []))
     )
     # one template, other figures
-    for day in range(1, 6):
-        cases.append(
-            Case(
-                "template:weather",
-                False,
-                weather_bulletin(random.Random(SEED + day), day),
-                weather_bulletin(random.Random(SEED + day + 1), day + 1),
-            )
-        )
-    for month in range(1, 6):
-        cases.append(
-            Case(
-                "template:employment",
-                False,
-                employment_bulletin(random.Random(SEED * 2 + month), month),
-                employment_bulletin(random.Random(SEED * 2 + month + 1), month + 1),
-            )
-        )
+    cases += [Case(t.kind, False, t.a, t.b) for t in template_pairs(SEED, 5)]
     # two different short texts under one long boilerplate footer
-    weather = paragraphs(_text(weather_bulletin(random.Random(SEED), 3)))
-    employment = paragraphs(_text(employment_bulletin(random.Random(SEED), 3)))
+    weather = weather_paragraphs(random.Random(SEED), 3)
+    employment = employment_paragraphs(random.Random(SEED), 3)
     cases.append(
         Case(
             "shared_footer",
             False,
-            render([*weather[:4], BOILERPLATE], []),
-            render([*employment[:2], BOILERPLATE], []),
+            boilerplate_under(weather[:4]),
+            boilerplate_under(employment[:2]),
         )
     )
     return cases
-
-
-def _text(body: str) -> str:
-    tree = lxml.html.fragment_fromstring(body, create_parent="div")
-    return "\n".join(" ".join(p.text_content().split()) for p in tree.iter("p"))

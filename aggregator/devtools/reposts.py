@@ -13,17 +13,26 @@ from __future__ import annotations
 
 import html
 import random
+from dataclasses import dataclass
 
 __all__ = [
     "BOILERPLATE",
     "VARIATIONS",
+    "TemplatePair",
+    "boilerplate_under",
+    "combination",
     "employment_bulletin",
+    "employment_paragraphs",
     "images_for",
+    "original",
     "paragraphs",
     "quoted_inside",
     "render",
     "repost",
+    "repost_kind",
+    "template_pairs",
     "weather_bulletin",
+    "weather_paragraphs",
     "with_boilerplate",
 ]
 
@@ -57,6 +66,11 @@ def render(paras: list[str], images: list[str], wrapper: int = 0) -> str:
 
 def images_for(article_id: str, host: str) -> list[str]:
     return [f"https://{host}/{article_id}/{n}.jpg" for n in range(2)]
+
+
+def original(article: dict, host: str) -> str:
+    """The story as its first publisher serves it: its paragraphs, two images on `host`."""
+    return render(paragraphs(article["text"]), images_for(article["id"], host))
 
 
 # --- what aggregators do to a story ---------------------------------------------------------
@@ -152,6 +166,16 @@ def _edits(text: str, rng: random.Random) -> str:
 VARIATIONS = ("ad", "footer", "note", "punct", "width", "trim", "images", "wrapper", "edits")
 
 
+def combination(rng: random.Random) -> tuple[str, ...]:
+    """Two or three variations at once, in VARIATIONS' spelling, sorted."""
+    return tuple(sorted(rng.sample(VARIATIONS, rng.randint(2, 3))))
+
+
+def repost_kind(variations: tuple[str, ...]) -> str:
+    """How a repost pair is labelled: `repost:ad+footer`."""
+    return "repost:" + "+".join(variations)
+
+
 def repost(article: dict, variations: tuple[str, ...], rng: random.Random) -> str:
     paras = paragraphs(article["text"])
     images = images_for(article["id"], "img.origin-paper.cn")
@@ -206,6 +230,10 @@ WINDS = ["北", "南", "西南", "东北", "西北", "东南"]
 
 
 def weather_bulletin(rng: random.Random, day: int) -> str:
+    return render(weather_paragraphs(rng, day), [])
+
+
+def weather_paragraphs(rng: random.Random, day: int) -> list[str]:
     paras = [
         f"辽宁省气象台{day}日16时发布天气预报：今天夜间到明天白天，全省以{rng.choice(SKIES)}为主，"
         f"{rng.choice(WINDS)}风{rng.randint(2, 4)}到{rng.randint(4, 6)}级。"
@@ -221,10 +249,14 @@ def weather_bulletin(rng: random.Random, day: int) -> str:
         f"气象专家提醒：未来三天全省气温{rng.choice(['逐步回升', '略有下降', '变化不大'])}，"
         "早晚温差较大，请广大市民注意适时增减衣物，出行注意交通安全。"
     )
-    return render(paras, [])
+    return paras
 
 
 def employment_bulletin(rng: random.Random, month: int) -> str:
+    return render(employment_paragraphs(rng, month), [])
+
+
+def employment_paragraphs(rng: random.Random, month: int) -> list[str]:
     def pct() -> str:
         return f"{rng.uniform(3.5, 6.5):.1f}%"
 
@@ -246,7 +278,44 @@ def employment_bulletin(rng: random.Random, month: int) -> str:
         "国家统计局新闻发言人表示，总的来看，就业形势总体稳定，但外部环境复杂严峻，"
         "稳就业仍面临一定压力，下一步要继续实施就业优先政策，加大对重点群体的就业帮扶力度。",
     ]
-    return render(paras, [])
+    return paras
+
+
+@dataclass(frozen=True)
+class TemplatePair:
+    """Two bulletins written from one template with other figures: different stories."""
+
+    kind: str  # "template:weather" or "template:employment"
+    a_id: str
+    b_id: str
+    a: str  # body HTML
+    b: str
+
+
+def template_pairs(seed: int, count: int) -> list[TemplatePair]:
+    """`count` weather pairs (days n and n + 1), then `count` employment pairs (months n and
+    n + 1, December followed by January), each bulletin from its own seeded generator."""
+    pairs = [
+        TemplatePair(
+            "template:weather",
+            f"weather-{day}",
+            f"weather-{day + 1}",
+            weather_bulletin(random.Random(seed + day), day),
+            weather_bulletin(random.Random(seed + day + 1), day + 1),
+        )
+        for day in range(1, count + 1)
+    ]
+    pairs += [
+        TemplatePair(
+            "template:employment",
+            f"employment-{n}",
+            f"employment-{n + 1}",
+            employment_bulletin(random.Random(seed * 2 + n), (n - 1) % 12 + 1),
+            employment_bulletin(random.Random(seed * 2 + n + 1), n % 12 + 1),
+        )
+        for n in range(1, count + 1)
+    ]
+    return pairs
 
 
 BOILERPLATE = (
@@ -261,6 +330,11 @@ BOILERPLATE = (
 
 def with_boilerplate(article: dict) -> str:
     return render([*paragraphs(article["text"]), BOILERPLATE], [])
+
+
+def boilerplate_under(paras: list[str]) -> str:
+    """Paragraphs under the long shared footer, no images."""
+    return with_boilerplate({"text": "\n".join(paras)})
 
 
 def quoted_inside(short: dict, long: dict) -> str:

@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 DAY = 86400.0
-CLAIMED, PUBLISHED = 0, 1
+CLAIMED, PUBLISHED, RELEASED = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -157,38 +157,107 @@ def _meta_mismatch(where: str, have: dict[str, str], want: dict[str, str]) -> Va
     )
 
 
+class _Tail:
+    """Band buckets of the articles appended since the last merge, in this process's memory:
+    bucket -> article id (a tuple of ids for the rare bucket that several share). Rebuilt
+    from the article rows, which are the truth, whenever the store changed elsewhere."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int | tuple[int, ...]] = {}
+        self.articles = 0
+
+    def add(self, article_id: int, buckets: list[int]) -> None:
+        ids = self.ids
+        for bucket in buckets:
+            have = ids.get(bucket)
+            if have is None:
+                ids[bucket] = article_id
+            elif isinstance(have, tuple):
+                ids[bucket] = (*have, article_id)
+            else:
+                ids[bucket] = (have, article_id)
+        self.articles += 1
+
+    def candidates(self, buckets: list[int]) -> set[int]:
+        found: set[int] = set()
+        for bucket in buckets:
+            have = self.ids.get(bucket)
+            if have is None:
+                continue
+            if isinstance(have, tuple):
+                found.update(have)
+            else:
+                found.add(have)
+        return found
+
+    def entries(self) -> list[tuple[int, int]]:
+        """(bucket, article id) pairs, sorted: the order of the band table's key."""
+        pairs = []
+        for bucket, have in self.ids.items():
+            if isinstance(have, tuple):
+                pairs += [(bucket, article_id) for article_id in have]
+            else:
+                pairs.append((bucket, have))
+        pairs.sort()
+        return pairs
+
+    def clear(self) -> None:
+        self.ids.clear()
+        self.articles = 0
+
+
 class SqliteNearDupIndex:
     """Signatures in the SQLite crawl state's file, through its connection and lock:
 
-    - `nd_article`: one row per article (rowid, key, time, claimed/published, the signature as
-      raw little-endian uint32 bytes), appended in time order (so expiry needs no time index);
+    - `nd_article`: one row per article (rowid, key, time, claimed/published/released, the
+      signature as raw little-endian uint32 bytes), appended in time order (so expiry needs no
+      time index). Ids are never reused: each is one more than the highest given (the
+      newest row's or, when expiry removed every row, `nd_banded`'s), and a released claim
+      stays as a tombstone until it expires;
     - `nd_band`: (bucket, article rowid), a `WITHOUT ROWID` primary key, so a candidate lookup
       is one index seek per band; the buckets are not stored twice (they are recomputed from
       the signature when an article is deleted);
+    - `nd_banded`: one row, the id up to which articles have their entries in `nd_band`;
     - `nd_meta`: the parameters the index was built with.
 
-    Each `check_and_add` is one `BEGIN IMMEDIATE` transaction: candidates read, verified and
-    the new rows written under the database's write lock, so concurrent writers (threads or
-    processes on the same file) are serialised. Runs synchronously inside the coroutine: local
-    SQLite work of a few hundred microseconds, like the state's own calls.
+    Why a tail: an entry in `nd_band` lands on a random page of its B-tree, so an article
+    written with its ten entries dirties ~11 pages, which every commit writes to the WAL and
+    every checkpoint copies back: that was two thirds of the index's CPU time. So a new
+    article is only appended to `nd_article` (one page, the last), and its buckets go to an
+    in-memory `_Tail`; once the tail holds `merge_every` articles, their entries go into
+    `nd_band` in one transaction, sorted, which writes each touched page once for many
+    entries. The rows are the truth: every process rebuilds its tail from the rows after
+    `nd_banded` (on open, and whenever another process appended or merged: checked at the
+    start of each transaction with one query), so a crash loses nothing and every process's
+    check sees every article.
+
+    Each `check_and_add` is one `BEGIN IMMEDIATE` transaction: the tail caught up, candidates
+    read, verified and the new row written under the database's write lock, so concurrent
+    writers (threads or processes on the same file) are serialised. Runs synchronously inside
+    the coroutine: local SQLite work of tens of microseconds, like the state's own calls (a
+    merge, once every `merge_every` new articles, takes a second or so with a million
+    articles in the index, as an expiry batch does).
     """
 
     _EXPIRE_BATCH = 5000
 
-    def __init__(self, db: _Db, params: IndexParams, *, expire_every: int = 10000):
+    def __init__(
+        self, db: _Db, params: IndexParams, *, expire_every: int = 10000, merge_every: int = 20000
+    ):
         self._db = db
         self.params = params
         self._expire_every = expire_every
         self._since_expire = 0
+        self._merge_every = merge_every
+        self._tail = _Tail()
+        self._banded = -1  # nd_banded as last read (-1: never, so the first call catches up)
+        self._last = 0  # the highest article id in the tail or banded
         # rowid of each claim this object made, so confirm and release need no key index
         self._claims: dict[str, int] = {}
         marks = ",".join("?" * params.bands)
         self._select = (
             "SELECT a.id, a.key, a.at, a.state, a.sig FROM nd_band b JOIN nd_article a "
             f"ON a.id = b.id WHERE b.bucket IN ({marks})"
-        )
-        self._insert_bands = "INSERT OR IGNORE INTO nd_band (bucket, id) VALUES " + ",".join(
-            ["(?, ?)"] * params.bands
         )
         self._opened = False
 
@@ -206,6 +275,14 @@ class SqliteNearDupIndex:
                 "CREATE TABLE IF NOT EXISTS nd_band (bucket INTEGER NOT NULL, id INTEGER NOT NULL,"
                 " PRIMARY KEY (bucket, id)) WITHOUT ROWID"
             )
+            # an index written before the tail existed has every article in nd_band
+            if not conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'nd_banded'"
+            ).fetchone():
+                conn.execute("CREATE TABLE nd_banded (id INTEGER NOT NULL)")
+                conn.execute(
+                    "INSERT INTO nd_banded (id) SELECT coalesce(max(id), 0) FROM nd_article"
+                )
             have = dict(conn.execute("SELECT name, value FROM nd_meta").fetchall())
             if not have:
                 conn.executemany(
@@ -218,6 +295,57 @@ class SqliteNearDupIndex:
         if have != self.params.stored():
             raise _meta_mismatch(str(self._db.path), have, self.params.stored())
         self._opened = True
+
+    # -- the tail ------------------------------------------------------------------------------
+    def _catch_up(self, conn: sqlite3.Connection) -> None:
+        """Make the tail hold the buckets of exactly the articles after `nd_banded` (inside a
+        write transaction, so nobody appends meanwhile). Another process's merge clears it;
+        rows appended since the last look are added (ids only grow: see the class notes)."""
+        banded, newest = conn.execute(
+            "SELECT (SELECT id FROM nd_banded), (SELECT max(id) FROM nd_article)"
+        ).fetchone()
+        if banded != self._banded:
+            self._tail.clear()
+            self._banded = banded
+            self._last = banded
+        if newest is not None and newest > self._last:
+            rows = conn.execute(
+                "SELECT id, sig FROM nd_article WHERE id > ? ORDER BY id", (self._last,)
+            )
+            for article_id, blob in rows:
+                self._add_to_tail(article_id, np.frombuffer(blob, dtype="<u4"))
+
+    def _add_to_tail(self, article_id: int, signature: np.ndarray) -> None:
+        self._tail.add(article_id, band_buckets(signature, self.params.bands, self.params.rows))
+        self._last = article_id
+
+    def merge_now(self, *, at_least: int = 1) -> int:
+        """Write the tail's band entries into `nd_band` (sorted, one transaction) if it holds
+        `at_least` articles; returns how many articles' entries were written (the released
+        and the deleted have none)."""
+
+        def merge(conn: sqlite3.Connection) -> int:
+            self._catch_up(conn)  # another process may have merged, or appended
+            if self._tail.articles < max(1, at_least):
+                return 0
+            # rows gone since (expired) or released are left out: nothing would delete them
+            live = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM nd_article WHERE id > ? AND state != ?",
+                    (self._banded, RELEASED),
+                )
+            }
+            conn.executemany(
+                "INSERT OR IGNORE INTO nd_band (bucket, id) VALUES (?, ?)",
+                [pair for pair in self._tail.entries() if pair[1] in live],
+            )
+            conn.execute("UPDATE nd_banded SET id = ?", (self._last,))
+            self._tail.clear()
+            self._banded = self._last
+            return len(live)
+
+        return self._db.transaction(merge)
 
     # -- the atomic operation ------------------------------------------------------------
     async def check_and_add(
@@ -234,20 +362,37 @@ class SqliteNearDupIndex:
         state = CLAIMED if claim else PUBLISHED
 
         def work(conn: sqlite3.Connection) -> tuple[NearDuplicate | None, int]:
-            best = self._best(key, signature, published_at, conn.execute(self._select, buckets))
+            self._catch_up(conn)
+            rows = conn.execute(self._select, buckets).fetchall()
+            recent = self._tail.candidates(buckets)
+            if recent:
+                marks = ",".join("?" * len(recent))
+                rows += conn.execute(
+                    f"SELECT id, key, at, state, sig FROM nd_article WHERE id IN ({marks})",
+                    list(recent),
+                ).fetchall()
+            best = self._best(key, signature, published_at, rows)
             if best is not None:
                 return best, 0
-            article_id = conn.execute(
-                "INSERT INTO nd_article (key, at, state, sig) VALUES (?, ?, ?, ?)",
-                (key, published_at, state, signature.tobytes()),
-            ).lastrowid
-            conn.execute(self._insert_bands, [v for b in buckets for v in (b, article_id)])
+            article_id = self._last + 1  # after every id given, even if since deleted
+            conn.execute(
+                "INSERT INTO nd_article (id, key, at, state, sig) VALUES (?, ?, ?, ?, ?)",
+                (article_id, key, published_at, state, signature.tobytes()),
+            )
+            self._tail.add(article_id, buckets)
+            self._last = article_id
             return None, article_id
 
-        best, article_id = self._db.transaction(work)
+        try:
+            best, article_id = self._db.transaction(work)
+        except BaseException:
+            self._banded = -1  # rolled back: the tail may hold a row that is not there
+            raise
         if best is None:
             if claim:
                 self._claims[key] = article_id
+            if self._tail.articles >= self._merge_every:
+                self.merge_now(at_least=self._merge_every)
             self._since_expire += 1
             if self._since_expire >= self._expire_every:
                 self.expire_now(published_at)
@@ -261,7 +406,7 @@ class SqliteNearDupIndex:
         best: NearDuplicate | None = None
         seen: set[int] = set()
         for article_id, other, at, state, blob in rows:
-            if article_id in seen or other == key or at < oldest:
+            if article_id in seen or other == key or at < oldest or state == RELEASED:
                 continue
             seen.add(article_id)
             if state != PUBLISHED and at < claims_from:
@@ -282,9 +427,12 @@ class SqliteNearDupIndex:
             self._db.query("UPDATE nd_article SET state = ? WHERE id = ?", (PUBLISHED, article_id))
 
     async def release(self, key: str) -> None:
+        """The claim's row stays, marked released (it never matches), until it expires: a
+        deleted row's id could be given to the next article, which processes that saw the
+        first one would then not look for."""
         article_id = self._claims.pop(key, None)
         if article_id is not None:
-            self._db.transaction(lambda conn: self._delete(conn, [article_id]))
+            self._db.query("UPDATE nd_article SET state = ? WHERE id = ?", (RELEASED, article_id))
 
     def _delete(self, conn: sqlite3.Connection, ids: list[int]) -> int:
         rows = []
@@ -296,13 +444,13 @@ class SqliteNearDupIndex:
             return 0
         conn.executemany(
             "DELETE FROM nd_band WHERE bucket = ? AND id = ?",
-            [
+            sorted(  # in key order: each page of the B-tree visited once
                 (bucket, article_id)
                 for article_id, blob in rows
                 for bucket in band_buckets(
                     np.frombuffer(blob, dtype="<u4"), self.params.bands, self.params.rows
                 )
-            ],
+            ),
         )
         conn.executemany("DELETE FROM nd_article WHERE id = ?", [(row[0],) for row in rows])
         return len(rows)
@@ -315,7 +463,9 @@ class SqliteNearDupIndex:
         transaction so other writers are not held up for long. Articles are appended in time
         order, so the oldest are the first rows: no index on the time is kept up to date for
         this (it would be one more page written per article). One appended out of order (a
-        slower clock) goes when the rows before it have; it stopped matching already."""
+        slower clock) goes when the rows before it have; it stopped matching already. When
+        the newest row goes, `nd_banded` moves up to its id: the next article's id follows it,
+        so no process that saw it mistakes the next one for it."""
         self._since_expire = 0
         cutoff = now - self.params.window
         removed = 0
@@ -330,6 +480,10 @@ class SqliteNearDupIndex:
                     if at >= cutoff:
                         break
                     old.append(article_id)
+                newest = conn.execute("SELECT max(id) FROM nd_article").fetchone()[0]
+                if old and old[-1] == newest:
+                    # the newest row goes too: the next id must still follow it
+                    conn.execute("UPDATE nd_banded SET id = max(id, ?)", (newest,))
                 return self._delete(conn, old), len(old) < len(rows) or not rows
 
             done, reached_the_window = self._db.transaction(batch)
@@ -342,19 +496,50 @@ class SqliteNearDupIndex:
 
     async def close(self) -> None:
         """The connection is the crawl state's, closed with it; claims never confirmed stay
-        until their lease runs out."""
+        until their lease runs out. The tail needs no writing: its rows are in the file."""
         self._claims.clear()
+        self._tail.clear()
+        self._banded = -1
 
 
 # The Redis store. Keys (all under the prefix):
 #   <p>:meta              hash: hashes, bands, rows, fingerprint (refuses another configuration)
-#   <p>:a:<key>           hash: at, state, sig (raw uint32 bytes), buckets (comma-separated)
+#   <p>:r:<key>           string, the article's record: its time (8 bytes, a little-endian
+#                         double), its state (one byte, "0" claimed, "1" published), the
+#                         signature (raw uint32 bytes), its buckets (hex, comma-separated)
 #   <p>:b:<bucket>        sorted set: article keys scored by their time
-# Article hashes expire at their time + the window (EXPIREAT), band sets at the newest
-# member's time + the window, and members older than the window are trimmed from a band set
-# whenever it is read, so the index forgets on its own. Nothing is pickled: keys are the
-# article keys as UTF-8, signatures raw bytes.
-_CHECK_AND_ADD = """
+# Records expire at their time + the window (EXPIREAT), band sets at the newest member's
+# time + the window, and members older than the window are trimmed from a band set whenever
+# it is read, so the index forgets on its own. Nothing is pickled: keys are the article keys
+# as UTF-8, signatures raw bytes. Why one string: the signature (512 bytes) is too long for
+# a hash's compact encoding, and a hash in a table costs ~450 bytes more per article.
+# Indexes written before kept a hash per article at <p>:a:<key> (fields at, state, sig,
+# buckets); the scripts still read those, until they expire.
+_RECORD = """
+local function record(prefix, other, hashes)
+  local packed = redis.call('GET', prefix .. ':r:' .. other)
+  if packed then
+    local at = struct.unpack('<d', packed)
+    return at, string.sub(packed, 9, 9), string.sub(packed, 10, 9 + hashes * 4),
+      string.sub(packed, 11 + hashes * 4)
+  end
+  local fields = redis.call('HMGET', prefix .. ':a:' .. other, 'at', 'state', 'sig', 'buckets')
+  return tonumber(fields[1]), fields[2], fields[3], fields[4]
+end
+local function forget(prefix, key, hashes)
+  local at, state, sig, buckets = record(prefix, key, hashes)
+  if buckets then
+    for bucket in string.gmatch(buckets, '[^,]+') do
+      redis.call('ZREM', prefix .. ':b:' .. bucket, key)
+    end
+  end
+  return redis.call('DEL', prefix .. ':r:' .. key, prefix .. ':a:' .. key)
+end
+"""
+
+_CHECK_AND_ADD = (
+    _RECORD
+    + """
 local prefix, key, at = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local cutoff, claim_cutoff = tonumber(ARGV[4]), tonumber(ARGV[5])
 local threshold, hashes = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -367,10 +552,9 @@ for i = 1, #KEYS do
   for _, other in ipairs(members) do
     if other ~= key and not seen[other] then
       seen[other] = true
-      local fields = redis.call('HMGET', prefix .. ':a:' .. other, 'at', 'state', 'sig')
-      local oat = tonumber(fields[1])
-      if oat and oat >= cutoff and (fields[2] == '1' or oat >= claim_cutoff) then
-        local osig, equal = fields[3], 0
+      local oat, ostate, osig = record(prefix, other, hashes)
+      if oat and oat >= cutoff and (ostate == '1' or oat >= claim_cutoff) then
+        local equal = 0
         for j = 1, hashes * 4, 4 do
           if string.sub(osig, j, j + 3) == string.sub(sig, j, j + 3) then equal = equal + 1 end
         end
@@ -386,15 +570,9 @@ end
 if best_key then
   return {best_key, tostring(best_at), tostring(best_score)}
 end
-local akey = prefix .. ':a:' .. key
-local old = redis.call('HGET', akey, 'buckets')
-if old then
-  for bucket in string.gmatch(old, '[^,]+') do
-    redis.call('ZREM', prefix .. ':b:' .. bucket, key)
-  end
-end
-redis.call('HSET', akey, 'at', ARGV[3], 'state', state, 'sig', sig, 'buckets', buckets)
-redis.call('EXPIREAT', akey, expire_at)
+forget(prefix, key, hashes)
+redis.call('SET', prefix .. ':r:' .. key, struct.pack('<d', at) .. state .. sig .. buckets,
+  'EXAT', expire_at)
 for i = 1, #KEYS do
   redis.call('ZADD', KEYS[i], at, key)
   local ttl = redis.call('EXPIRETIME', KEYS[i])
@@ -402,17 +580,17 @@ for i = 1, #KEYS do
 end
 return false
 """
+)
 
-_RELEASE = """
-local akey = ARGV[1] .. ':a:' .. ARGV[2]
-local old = redis.call('HGET', akey, 'buckets')
-if old then
-  for bucket in string.gmatch(old, '[^,]+') do
-    redis.call('ZREM', ARGV[1] .. ':b:' .. bucket, ARGV[2])
-  end
+_CONFIRM = """
+local rkey = ARGV[1] .. ':r:' .. ARGV[2]
+if redis.call('EXISTS', rkey) == 1 then
+  return redis.call('SETRANGE', rkey, 8, '1')
 end
-return redis.call('DEL', akey)
+return 0
 """
+
+_RELEASE = _RECORD + "\nreturn forget(ARGV[1], ARGV[2], tonumber(ARGV[3]))\n"
 
 
 def _text(value: Any) -> str:
@@ -439,6 +617,7 @@ class RedisNearDupIndex:
         self.params = params
         self._check_and_add = redis_client.register_script(_CHECK_AND_ADD)
         self._release = redis_client.register_script(_RELEASE)
+        self._confirm = redis_client.register_script(_CONFIRM)
         self._opened = False
 
     async def open(self) -> None:
@@ -483,12 +662,12 @@ class RedisNearDupIndex:
         return NearDuplicate(other, float(at), float(score))
 
     async def confirm(self, key: str) -> None:
-        akey = f"{self.prefix}:a:{key}"
-        if await self.redis.exists(akey):
-            await self.redis.hset(akey, "state", str(PUBLISHED))
+        """The state byte set in place (SETRANGE keeps the expiry), if the record is still
+        there: SETRANGE alone would make a record of a missing key."""
+        await self._confirm(keys=[], args=[self.prefix, key])
 
     async def release(self, key: str) -> None:
-        await self._release(keys=[], args=[self.prefix, key])
+        await self._release(keys=[], args=[self.prefix, key, self.params.hashes])
 
     async def expire(self, now: float) -> int:
         """Nothing to do: keys expire by themselves (see the notes above)."""

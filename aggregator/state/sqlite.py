@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
 """
 
+_WAL_LIMIT = 64 * 2**20
+
 # SQLite's default limit on host parameters in one statement is 999 (older builds) or 32766.
 _CHUNK = 500
 
@@ -78,6 +80,9 @@ class _Db:
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # a merge of the near-duplicate index's tail writes ~165 MiB of WAL with a million
+            # articles indexed: once checkpointed, the file is cut back to this, not kept
+            conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
             conn.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StateUnavailable(f"DEDUPE_URI sqlite:///{self.path}: {exc}") from exc
@@ -304,12 +309,13 @@ class SqliteCrawlState:
         """Commands call this before anything starts (a bad URI is exit status 2)."""
         path_from_uri(uri)
 
-    def near_duplicates(self, params: IndexParams) -> SqliteNearDupIndex:
+    def near_duplicates(self, params: IndexParams, **options: int) -> SqliteNearDupIndex:
         """The near-duplicate index kept with this state: `nd_*` tables in the same file,
-        through the same connection and lock (see aggregator.neardup.index)."""
+        through the same connection and lock (see aggregator.neardup.index). `options`:
+        `merge_every`, `expire_every` (tests and benchmarks)."""
         from aggregator.neardup.index import SqliteNearDupIndex
 
-        return SqliteNearDupIndex(self._db, params)
+        return SqliteNearDupIndex(self._db, params, **options)
 
     async def open(self) -> None:
         self._db.connect()
