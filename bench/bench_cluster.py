@@ -10,6 +10,10 @@ Prints, for each number of workers:
 * the ratios against one worker (targets: 2 workers >= 1.8x, 3 workers >= 2.5x);
 * the CPU seconds the workers and the coordinator used, and the machine's load average: on a
   small shared machine the workers compete for the same cores, and the ratios show that;
+* CPU per article of each worker (user + system from /proc/PID/stat, from the coordinator's
+  start to its end: the worker's own work, start-up left out), of the coordinator, and of
+  this process (the replay server and the MONITOR reader run in it; getrusage): CPU time,
+  not wall time, so it holds on a busy machine where the ratios do not;
 * Redis round trips per article for the coordinator and each worker: every command the
   server received, attributed by connection name (each worker's connections carry its id,
   the coordinator's "coordinator…"), from MONITOR; commands run inside a Lua script are not
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -101,6 +106,17 @@ class Monitor(threading.Thread):
         return dict(counts)
 
 
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def sources_file(path: Path, site) -> Path:
     path.write_text(
         f"""
@@ -115,6 +131,14 @@ author = "趣头条"
     return path
 
 
+def profiled(directory: Path | None, name: str, cmd: list[str]) -> list[str]:
+    """The command, under cProfile with `--profile DIR` (the worker exits normally on
+    SIGTERM, so its profile is written)."""
+    if directory is None:
+        return cmd
+    return [sys.executable, "-m", "cProfile", "-o", str(directory / f"{name}.prof"), *cmd[1:]]
+
+
 def scrapy(*args: str, **settings: str) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", *args]
     for name, value in settings.items():
@@ -122,7 +146,15 @@ def scrapy(*args: str, **settings: str) -> list[str]:
     return cmd
 
 
-def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: int) -> dict:
+def run_once(
+    workdir: Path,
+    site,
+    server,
+    url: str,
+    workers: int,
+    concurrency: int,
+    profile: Path | None = None,
+) -> dict:
     prefix = f"bench{workers}"
     common = {
         "QUTOUTIAO_API_BASE": server.base_url,
@@ -142,11 +174,15 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
     load = os.getloadavg()[0]
     procs = [
         subprocess.Popen(
-            scrapy(
-                "worker",
-                CLUSTER_WORKER_ID=f"worker-{n}",
-                STATE_DIR=str(workdir / f"w{workers}-{n}"),
-                **common,
+            profiled(
+                profile,
+                f"worker-{workers}-{n}",
+                scrapy(
+                    "worker",
+                    CLUSTER_WORKER_ID=f"worker-{n}",
+                    STATE_DIR=str(workdir / f"w{workers}-{n}"),
+                    **common,
+                ),
             ),
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
@@ -160,6 +196,8 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         monitor.start()
         server.requests = arrivals = TimedLog()
         started = time.monotonic()
+        workers_before = [process_cpu(proc.pid) for proc in procs]
+        self_before = self_cpu()
         coordinator = subprocess.Popen(
             scrapy("crawlall", STATE_DIR=str(workdir / f"c{workers}"), **common),
             cwd=ROOT,
@@ -167,10 +205,15 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
             stderr=subprocess.PIPE,
             text=True,
         )
+        coordinator_cpu = 0.0
         while coordinator.poll() is None:
             monitor.refresh_names(client)
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                coordinator_cpu = process_cpu(coordinator.pid)
             time.sleep(0.2)
         wall = time.monotonic() - started
+        workers_cpu = [process_cpu(p.pid) - b for p, b in zip(procs, workers_before, strict=True)]
+        bench_cpu = self_cpu() - self_before
         monitor.refresh_names(client)
         monitor.stopping = True
         if coordinator.returncode != 0:
@@ -200,6 +243,9 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         "coordinator_elapsed": last_run["elapsed_seconds"],
         "wall": wall,
         "cpu": cpu,
+        "workers_cpu": workers_cpu,
+        "coordinator_cpu": coordinator_cpu,
+        "bench_cpu": bench_cpu,
         "load": load,
         "round_trips": dict(processes),
     }
@@ -211,7 +257,13 @@ def main() -> None:
     parser.add_argument("--per-page", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=8, help="per worker")
+    parser.add_argument(
+        "--profile", type=Path, help="write each worker's cProfile profile in this directory"
+    )
+    parser.add_argument("--workers", default="1,2,3", help="the numbers of workers to run")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
@@ -229,8 +281,12 @@ def main() -> None:
             time.sleep(0.5)
             results = []
             with ReplayServer([site.directory], latency=args.latency) as server:
-                for workers in (1, 2, 3):
-                    results.append(run_once(workdir, site, server, url, workers, args.concurrency))
+                for workers in (int(n) for n in args.workers.split(",")):
+                    results.append(
+                        run_once(
+                            workdir, site, server, url, workers, args.concurrency, args.profile
+                        )
+                    )
         finally:
             redis_proc.terminate()
             redis_proc.wait(10)
@@ -252,6 +308,18 @@ def main() -> None:
             f"    CPU of the workers and coordinator: {result['cpu']:.1f}s "
             f"({result['cpu'] / max(result['published'], 1) * 1000:.1f} ms "
             f"an article), machine load average {result['load']:.1f} on {os.cpu_count()} cores"
+        )
+        per_worker = ", ".join(
+            f"{cpu / max(result['published'], 1) * 1000 * workers:.2f}"
+            for cpu in result["workers_cpu"]
+        )
+        print(
+            f"    CPU ms per article a worker did (its CPU / (articles / workers)): {per_worker}; "
+            f"all workers {sum(result['workers_cpu']) / max(result['published'], 1) * 1000:.2f}"
+            f" ms an article; coordinator (to its last sample) "
+            f"{result['coordinator_cpu'] / max(result['published'], 1) * 1000:.2f}; this "
+            f"process (replay server, MONITOR) "
+            f"{result['bench_cpu'] / max(result['published'], 1) * 1000:.2f}"
         )
         trips = ", ".join(
             f"{name} {count / args.articles:.2f}"

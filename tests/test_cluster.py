@@ -366,6 +366,7 @@ def test_the_scheduler_logs_and_counts_an_unserialisable_request(redis_url, redi
     scheduler.spider, scheduler.stats = spider, spider.crawler.stats
     scheduler.queue = LeasingQueue(server, spider, "unused", serializer)
     scheduler.buffer = []
+    scheduler.tracker = SimpleNamespace(handed_back=lambda request: False)
     request = Request("http://example.com/obj", callback=spider.parse, meta={"o": object()})
     assert scheduler.enqueue_request(request) is False
     assert spider.crawler.stats.values[keys.CLUSTER_UNSERIALIZABLE] == 1

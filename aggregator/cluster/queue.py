@@ -33,6 +33,7 @@ from scrapy_redis.queue import Base
 
 from aggregator import stats as keys_
 from aggregator.cluster.keys import ClusterKeys
+from aggregator.cluster.tracking import LEASE_META, PARENT_META, original_errback
 from aggregator.state.claims import RECHECK
 
 __all__ = [
@@ -45,9 +46,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LEASE_META = "cluster_lease"
 # Scrapy's and ours, about this process's handling of the request: never queued.
-DROP_META = ("download_slot", "download_latency", "depth", LEASE_META, RECHECK)
+DROP_META = ("download_slot", "download_latency", "depth", LEASE_META, PARENT_META, RECHECK)
 
 # KEYS: seen, queue; ARGV: fingerprint ('' = not filtered), score, payload. 1 queued, 0 seen.
 PUSH_LUA = """
@@ -88,6 +88,27 @@ end
 return #expired
 """
 
+# KEYS: inflight, leases; ARGV: lease ids. Puts these leased requests back in their queues
+# (a stopping worker's, not started: nothing of theirs can have been published).
+RELEASE_LUA = """
+local n = 0
+for i = 1, #ARGV do
+  local entry = redis.call('HGET', KEYS[2], ARGV[i])
+  if entry then
+    local a = string.find(entry, '\\n', 1, true)
+    local b = a and string.find(entry, '\\n', a + 1, true)
+    if b then
+      redis.call('ZADD', string.sub(entry, 1, a - 1),
+                 tonumber(string.sub(entry, a + 1, b - 1)) or 0, string.sub(entry, b + 1))
+      n = n + 1
+    end
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  end
+  redis.call('ZREM', KEYS[1], ARGV[i])
+end
+return n
+"""
+
 # KEYS: inflight, leases; ARGV: lease ids. Acks.
 ACK_LUA = """
 for i = 1, #ARGV do
@@ -117,6 +138,9 @@ def requeue_expired(server: Any, keys: ClusterKeys, limit: int = 1000) -> int:
 def encode_request(request: Request, spider: Any, serializer: Any) -> bytes:
     """The request as queued: `Request.to_dict` (callbacks as the spider's method names),
     without what only this process's handling of it added."""
+    errback = original_errback(request)
+    if errback is not request.errback:  # a worker's tracking wrapper (a retry or a redirect)
+        request = request.replace(errback=errback)
     obj = request.to_dict(spider=spider)
     obj["meta"] = {k: v for k, v in obj.get("meta", {}).items() if k not in DROP_META}
     return serializer.dumps(obj)
@@ -139,6 +163,7 @@ class LeasingQueue(Base):
         self._push = server.register_script(PUSH_LUA)
         self._pop = server.register_script(POP_LUA)
         self._ack = server.register_script(ACK_LUA)
+        self._release = server.register_script(RELEASE_LUA)
 
     # --- encoding ----------------------------------------------------------------------------
     def _encode_request(self, request: Request) -> bytes:
@@ -201,6 +226,12 @@ class LeasingQueue(Base):
     def ack(self, lease_ids: list[str]) -> None:
         if lease_ids:
             self._ack(keys=[self.keys.inflight, self.keys.leases], args=lease_ids)
+
+    def release(self, lease_ids: list[str]) -> int:
+        """Put these leased requests back in their queues now; how many went back."""
+        if not lease_ids:
+            return 0
+        return int(self._release(keys=[self.keys.inflight, self.keys.leases], args=lease_ids))
 
     def renew(self, lease_ids: list[str]) -> None:
         if lease_ids:

@@ -20,14 +20,13 @@ from scrapy_redis.scheduler import Scheduler
 from aggregator import stats as keys
 from aggregator.cluster.connect import redis_client
 from aggregator.cluster.keys import ClusterKeys
-from aggregator.cluster.queue import LEASE_META, LeasingQueue
+from aggregator.cluster.queue import LeasingQueue
 from aggregator.cluster.serializer import UnserializableRequest
+from aggregator.cluster.tracking import LeaseTracker, lease_tracker
 
 __all__ = ["ClusterDupeFilter", "ClusterScheduler", "SeedScheduler"]
 
 logger = logging.getLogger(__name__)
-
-ACK_GRACE = 0.5  # seconds: a popped request reaches the engine's in-progress set within this
 
 
 def _source(settings: Any, spider: Any) -> str:
@@ -89,13 +88,14 @@ class ClusterScheduler(Scheduler):
             serializer=__import__(serializer, fromlist=["loads"]),
         )
         instance.stats = crawler.stats
-        instance.leased = {}  # lease id -> (request, when popped)
+        instance.tracker = lease_tracker(crawler)  # which leased requests are done
+        instance.tracker.scheduler = instance
         instance.buffer = []  # (payload, priority, fingerprint) not yet in Redis
         instance._pushed = True
         instance.outage = _Outage()
         return instance
 
-    leased: dict[str, tuple[Request, float]]
+    tracker: LeaseTracker
     buffer: list[tuple[bytes, int, str | None]]
     _pushed: bool
     outage: _Outage
@@ -112,6 +112,8 @@ class ClusterScheduler(Scheduler):
             )
 
     def enqueue_request(self, request: Request) -> bool:
+        if self.tracker.handed_back(request):
+            return True  # popped already (LeaseTracker.wake): next_request gives it
         try:
             data = self.queue._encode_request(request)
         except (UnserializableRequest, ValueError) as exc:
@@ -151,6 +153,15 @@ class ClusterScheduler(Scheduler):
         return True
 
     def next_request(self) -> Request | None:
+        if self.tracker.local:
+            return self.tracker.local.popleft()
+        if self.tracker.stopping or self.tracker.closing:
+            return None
+        return self.pop_leased()
+
+    def pop_leased(self) -> Request | None:
+        """A request leased from the source's queue (one Lua call), registered with the
+        tracker; None when the queue is empty or Redis is away."""
         if not self.flush_buffer():
             return None
         try:
@@ -162,11 +173,11 @@ class ClusterScheduler(Scheduler):
         if request is None:
             return None
         self.stats.inc_value("scheduler/dequeued/redis")
-        self.leased[request.meta[LEASE_META]] = (request, time.monotonic())
+        self.tracker.leased(request)
         return request
 
     def has_pending_requests(self) -> bool:
-        if self.buffer:
+        if self.buffer or self.tracker.local:
             return True
         try:
             return len(self.queue) > 0
@@ -174,31 +185,31 @@ class ClusterScheduler(Scheduler):
             self.outage.failed(exc)
             return True
 
-    def reconcile(self, inprogress: set[Request]) -> int:
-        """Ack the leases of requests the engine has finished with, renew the others; the
-        requests kept during an outage go first (a lease is never acked before what its
-        callback scheduled is in Redis). How many were acked."""
+    def reconcile(self, final: bool = False) -> int:
+        """Ack the leases of requests Scrapy has finished with (LeaseTracker), renew the others;
+        the requests kept during an outage go first (a lease is never acked before what its
+        callback scheduled is in Redis). `final`: the crawl is over, so every request that
+        started is finished; one that never started goes back to its queue. How many were
+        acked."""
         if not self.flush_buffer():
             return 0
-        now = time.monotonic()
-        done = [
-            lease
-            for lease, (request, popped) in self.leased.items()
-            if request not in inprogress and now - popped > ACK_GRACE
-        ]
-        finished = set(done)
+        tracker = self.tracker
         try:
+            if final:
+                tracker.release(tracker.unstarted())
+                done = list(tracker.leases)
+            else:
+                done = tracker.finished()
             self.queue.ack(done)
-            self.queue.renew([lease for lease in self.leased if lease not in finished])
+            tracker.forget(done)
+            self.queue.renew(list(tracker.leases))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.outage.failed(exc)
             return 0
-        for lease in done:
-            del self.leased[lease]
         return len(done)
 
     def in_flight(self) -> int:
-        return len(self.leased)
+        return len(self.tracker.leases)
 
 
 class SeedScheduler(ClusterScheduler):
