@@ -6,8 +6,10 @@ start side by side: the one-machine reference crawl runs beside the first cluste
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -418,3 +420,165 @@ def test_seen_and_queued_in_one_step(queue):
     assert queue.push_encoded(one, 0, "fp-d") is False  # seen this run
     assert queue.push_encoded(one, 0, None) is True  # dont_filter
     assert len(queue) == 1 and queue.server.sismember(queue.seen, "fp-d")
+
+
+def summary_rows(table: str) -> list[list[str]]:
+    """The summary table's rows without the time column (separators left out)."""
+    rows = []
+    for line in table.strip().splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if not set(line.strip()) <= {"-", " "}:
+            rows.append(cells[:-1])
+    return rows
+
+
+def fetched(server: ReplayServer) -> collections.Counter[str]:
+    """How many times the site answered each article URL (listings left out)."""
+    return collections.Counter(r for r in list(server.requests) if "outList" not in r)
+
+
+def test_crawlall_work_crawls_the_whole_run_itself_like_one_machine(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """`crawlall --work` with no other worker: its own worker crawls everything, each article
+    is published once with one machine's bytes, and the run ends with the summary, status and
+    last-run.json of a one-machine `crawlall` of the same sources (run beside it)."""
+    generated = site.generated
+    pages = generated.pages
+    with (
+        ReplayServer([generated.directory], latency=0.02) as server,
+        ReplayServer([generated.directory], latency=0.02) as local_server,
+    ):
+        settings = cluster_settings(tmp_path, server, redis_url, redis_prefix)
+        settings["SOURCES_FILE"] = str(sources_file(tmp_path, pages))
+        cluster = subprocess.Popen(
+            scrapy_cmd("crawlall", "--work", STATE_DIR=str(tmp_path / "coordinator"), **settings),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        alone = {k: v for k, v in settings.items() if not k.startswith("CLUSTER_")}
+        local = subprocess.Popen(
+            scrapy_cmd(
+                "crawlall",
+                **{
+                    **alone,
+                    "QUTOUTIAO_API_BASE": local_server.base_url,
+                    "STATE_DIR": str(tmp_path / "alone"),
+                    "OUTPUT_URI": str(tmp_path / "alone-out"),
+                },
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = cluster.communicate(timeout=120)
+            local_out, local_err = local.communicate(timeout=120)
+        finally:
+            for proc in (cluster, local):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        hits = fetched(server)
+    assert cluster.returncode == 0, err[-3000:]
+    assert local.returncode == 0, local_err[-3000:]
+    assert "Cluster worker" in err  # the helper worker crawled (its log goes to the same stderr)
+
+    # every article once, with one machine's bytes; each fetched once
+    posts = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.md")}
+    assert posts == site.reference()
+    assert posts == {p.name: p.read_bytes() for p in (tmp_path / "alone-out").glob("*.md")}
+    assert len(hits) == ARTICLES and set(hits.values()) == {1}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        assert client.zcard(f"{redis_prefix}:inflight") == 0
+        assert client.hlen(f"{redis_prefix}:workers") == 0  # the helper stopped and said goodbye
+    finally:
+        client.close()
+
+    # the same summary (times aside), status and last-run.json as one machine
+    assert summary_rows(out) == summary_rows(local_out)
+    assert ["gen", "ok", str(pages), "0", str(ARTICLES), "0", "0", "0"] in summary_rows(out)
+    runs = [
+        json.loads((tmp_path / name / "last-run.json").read_text())
+        for name in ("coordinator", "alone")
+    ]
+    for run in runs:
+        for row in run["sources"]:
+            for key in ("started", "finished", "elapsed_seconds"):
+                row.pop(key)
+    assert runs[0]["status"] == runs[1]["status"] == "ok"
+    assert runs[0]["exit_status"] == runs[1]["exit_status"] == 0
+    assert runs[0]["sources"] == runs[1]["sources"]
+
+
+def test_a_worker_stopped_mid_crawl_finishes_what_it_started_and_gives_back_the_rest(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """SIGTERM while requests are in flight: the worker finishes the ones it started (each
+    fetched once, its article published by it), puts the ones it leased but had not started
+    (waiting for their rate slot) back in the queue at once, not after CLUSTER_LEASE (two
+    minutes here), and exits 0; a second worker then completes the run, each article
+    published once."""
+    generated = site.generated
+    keys_ = ClusterKeys(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    with ReplayServer([generated.directory], latency=0.3) as server:
+        settings = cluster_settings(
+            tmp_path,
+            server,
+            redis_url,
+            redis_prefix,
+            CLUSTER_LEASE="120",
+            CLUSTER_DOMAIN_RATE="5",
+            CONCURRENT_REQUESTS="6",
+        )
+        try:
+            first = procs.worker("w0", settings)
+            coordinator = procs.coordinator(settings)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and coordinator.poll() is None:
+                held = [k for k in client.hkeys(keys_.leases) if k.startswith(b"w0:")]
+                started = fetched(server)
+                if len(held) >= 4 and started:  # articles at the site, others waiting
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the worker never held enough requests:\n" + procs.logs())
+            first.send_signal(signal.SIGTERM)
+            started = fetched(server)  # what it had started by then, at the latest
+            assert first.wait(60) == 0, procs.logs()
+
+            # nothing of w0's is leased any more, and what it had not started is queued again
+            assert not [k for k in client.hkeys(keys_.leases) if k.startswith(b"w0:")]
+            assert not [k for k in client.zrange(keys_.inflight, 0, -1) if k.startswith(b"w0:")]
+            log = (tmp_path / "worker-w0-0.log").read_text()
+            back = re.search(r"Source gen: (\d+) request\(s\) back in the queue", log)
+            assert back is not None, log[-3000:]
+            assert client.zcard(keys_.queue("gen")) >= int(back.group(1)) >= 1
+            # what it had started, it finished: published by it, before any other worker ran
+            by_w0 = fetched(server)
+            assert client.hlen(f"{redis_prefix}:published") >= len(started)
+
+            procs.worker("w1", settings)
+            _, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0, 0], procs.logs()
+        finally:
+            procs.stop()
+        hits = fetched(server)
+    try:
+        assert coordinator.returncode == 0, err[-3000:] + procs.logs()
+        posts = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.md")}
+        assert posts == site.reference()
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        assert client.zcard(keys_.inflight) == 0
+        # each article fetched once: none of w0's redone, the rest by w1
+        assert len(hits) == ARTICLES and set(hits.values()) == {1}, hits
+        assert set(by_w0) < set(hits)
+    finally:
+        client.close()

@@ -172,6 +172,38 @@ def _scheduler(crawler: Crawler) -> Any:
     return lease_tracker(crawler).scheduler
 
 
+COMPONENT_SETTINGS = (
+    "ITEM_PIPELINES",
+    "SPIDER_MIDDLEWARES",
+    "DOWNLOADER_MIDDLEWARES",
+    "EXTENSIONS",
+    "DOWNLOAD_HANDLERS",
+)
+
+
+def warm_up(settings: Settings) -> int:
+    """Import the components a crawl builds (pipelines, middlewares, extensions, download
+    handlers), as the worker starts rather than in its first run: about half a second of CPU
+    per process that a long-lived worker pays once either way, but inside a run it competes
+    with the crawling on the machine. How many were imported."""
+    from scrapy.utils.misc import load_object
+
+    imported = 0
+    for name in COMPONENT_SETTINGS:
+        paths = {**settings.getdict(f"{name}_BASE"), **settings.getdict(name)}
+        for path, value in paths.items():
+            target = value if name == "DOWNLOAD_HANDLERS" else path
+            if not isinstance(target, str) or value is None:
+                continue
+            try:
+                load_object(target)
+            except Exception as exc:  # the crawl that builds it reports it properly
+                logger.debug("Not imported ahead: %s (%s)", target, exc)
+                continue
+            imported += 1
+    return imported
+
+
 class _SourceCrawl:
     def __init__(self, name: str, crawler: Crawler):
         self.name = name
@@ -217,6 +249,7 @@ class ClusterWorker:
         """Run until stopped (SIGTERM/Ctrl-C) or idle for `until_idle` seconds."""
         from twisted.internet import reactor, task
 
+        warm_up(self.settings)
         self._loop = task.LoopingCall(self.tick)
         reactor.callWhenRunning(self._loop.start, TICK, now=True)
         self._poke = task.LoopingCall(self.poke)
