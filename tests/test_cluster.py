@@ -134,7 +134,9 @@ class Processes:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def worker(self, worker_id: str, settings: dict[str, str]) -> subprocess.Popen:
+    def worker(
+        self, worker_id: str, settings: dict[str, str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.tmp_path / f"worker-{worker_id}-{len(self.procs)}.log", "w")  # noqa: SIM115
         cmd = scrapy_cmd(
             "worker",
@@ -144,7 +146,9 @@ class Processes:
             STATE_DIR=str(self.tmp_path / f"w-{worker_id}"),
             **settings,
         )
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -580,5 +584,65 @@ def test_a_worker_stopped_mid_crawl_finishes_what_it_started_and_gives_back_the_
         # each article fetched once: none of w0's redone, the rest by w1
         assert len(hits) == ARTICLES and set(hits.values()) == {1}, hits
         assert set(by_w0) < set(hits)
+    finally:
+        client.close()
+
+
+def test_a_lease_is_held_until_its_item_is_through_the_pipeline(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """The worker acks a request's lease only once Scrapy is done with it: with a pipeline
+    stage that takes a second, an article the site has answered is, at every look, either
+    still leased or published, never neither (acked too early, a worker dying then would lose
+    it)."""
+    from aggregator import settings as project
+
+    generated = site.generated
+    keys_ = ClusterKeys(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    pipelines = {**project.ITEM_PIPELINES, "slowstage.SlowStage": 390}
+    seen_in_pipeline: set[str] = set()
+    with ReplayServer([generated.directory], latency=0.05) as server:
+        settings = cluster_settings(
+            tmp_path,
+            server,
+            redis_url,
+            redis_prefix,
+            CONCURRENT_REQUESTS="4",
+            CLUSTER_LEASE="60",
+        )
+        try:
+            procs.worker(
+                "w0",
+                {**settings, "ITEM_PIPELINES": json.dumps(pipelines)},
+                env={"PYTHONPATH": str(ROOT / "tests")},
+            )
+            coordinator = procs.coordinator(settings)
+            while coordinator.poll() is None:
+                answered = set(fetched(server))  # first: answered by now
+                leased = {
+                    json.loads(v.split(b"\n", 2)[2])["url"].split(server.base_url, 1)[1]
+                    for v in client.hvals(keys_.leases)
+                }
+                published = {
+                    k.decode().rsplit("-", 1)[1] for k in client.hkeys(f"{redis_prefix}:published")
+                }
+                for url in answered:
+                    article_id = re.search(r"(\d+)\.json", url).group(1)
+                    if article_id in published:
+                        continue
+                    assert url in leased, f"{url} acked before its item was through the pipeline"
+                    seen_in_pipeline.add(url)
+                time.sleep(0.05)
+            _, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0], procs.logs()
+        finally:
+            procs.stop()
+    try:
+        assert coordinator.returncode == 0, err[-3000:] + procs.logs()
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        # the look did catch articles between their answer and their post
+        assert len(seen_in_pipeline) >= ARTICLES // 2, seen_in_pipeline
     finally:
         client.close()
