@@ -80,6 +80,10 @@ class Monitor(threading.Thread):
         self.names: dict[str, str] = {}  # client address -> connection name
         self.counts: collections.Counter[str] = collections.Counter()
         self.unnamed: collections.Counter[str] = collections.Counter()
+        # client address -> command name (EVALSHA: the script's first key's kind) -> count
+        self.commands: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
         self.stopping = False
 
     def run(self) -> None:
@@ -93,11 +97,22 @@ class Monitor(threading.Thread):
                 address = command.get("client_address", "?")
                 port = command.get("client_port", "")
                 self.unnamed[f"{address}:{port}"] += 1
+                words = command.get("command", "").split()
+                name = words[0].upper() if words else "?"
+                if name == "EVALSHA" and len(words) > 3:
+                    name = f"EVALSHA {words[3].rsplit(':', 1)[-1]}"
+                self.commands[f"{address}:{port}"][name] += 1
 
     def refresh_names(self, client: redis.Redis) -> None:
         for entry in client.client_list():
             if entry.get("name"):
                 self.names[entry["addr"]] = entry["name"]
+
+    def commands_by_name(self) -> dict[str, collections.Counter[str]]:
+        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for address, counts in self.commands.items():
+            out[self.names.get(address, "unnamed")].update(counts)
+        return out
 
     def by_name(self) -> dict[str, int]:
         counts: collections.Counter[str] = collections.Counter()
@@ -248,6 +263,7 @@ def run_once(
         "bench_cpu": bench_cpu,
         "load": load,
         "round_trips": dict(processes),
+        "commands": monitor.commands_by_name(),
     }
 
 
@@ -261,6 +277,9 @@ def main() -> None:
         "--profile", type=Path, help="write each worker's cProfile profile in this directory"
     )
     parser.add_argument("--workers", default="1,2,3", help="the numbers of workers to run")
+    parser.add_argument(
+        "--commands", action="store_true", help="Redis commands per article and connection"
+    )
     args = parser.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -326,6 +345,13 @@ def main() -> None:
             for name, count in sorted(result["round_trips"].items())
         )
         print(f"    Redis round trips per article (target <= {ROUND_TRIP_TARGET}): {trips}")
+        if args.commands:
+            for name, counts in sorted(result["commands"].items()):
+                top = ", ".join(
+                    f"{command} {count / args.articles:.2f}"
+                    for command, count in counts.most_common(8)
+                )
+                print(f"      {name}: {top}")
 
 
 if __name__ == "__main__":

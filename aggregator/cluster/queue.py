@@ -49,12 +49,21 @@ logger = logging.getLogger(__name__)
 # Scrapy's and ours, about this process's handling of the request: never queued.
 DROP_META = ("download_slot", "download_latency", "depth", LEASE_META, PARENT_META, RECHECK)
 
-# KEYS: seen, queue; ARGV: fingerprint ('' = not filtered), score, payload. 1 queued, 0 seen.
+# KEYS: seen, queue; ARGV: (fingerprint ('' = not filtered), score, payload) for each request.
+# For each: 1 queued, 0 seen already.
 PUSH_LUA = """
-if ARGV[1] ~= '' and redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 1
+local out = {}
+for i = 1, #ARGV, 3 do
+  if ARGV[i] ~= '' and redis.call('SADD', KEYS[1], ARGV[i]) == 0 then
+    out[#out + 1] = 0
+  else
+    redis.call('ZADD', KEYS[2], ARGV[i + 1], ARGV[i + 2])
+    out[#out + 1] = 1
+  end
+end
+return out
 """
+PUSH_BATCH = 500  # requests per script call: a long script would hold up Redis
 
 # KEYS: queue, inflight, leases, requeued; ARGV: lease id, deadline (ms).
 # Returns {payload, 1 if it was put back after an expired lease else 0}, or false.
@@ -190,9 +199,18 @@ class LeasingQueue(Base):
     def push_encoded(self, data: bytes, priority: int, fingerprint: str | None = None) -> bool:
         """Queue an encoded request unless its fingerprint was seen this run (None: never
         filtered); whether it was queued."""
-        return bool(
-            self._push(keys=[self.seen, self.key], args=[fingerprint or "", -priority, data])
-        )
+        return self.push_many([(data, priority, fingerprint)])[0]
+
+    def push_many(self, entries: list[tuple[bytes, int, str | None]]) -> list[bool]:
+        """`push_encoded` for several requests, in order, one round trip per PUSH_BATCH; for
+        each, whether it was queued."""
+        queued: list[bool] = []
+        for start in range(0, len(entries), PUSH_BATCH):
+            args: list[Any] = []
+            for data, priority, fingerprint in entries[start : start + PUSH_BATCH]:
+                args += [fingerprint or "", -priority, data]
+            queued += [bool(n) for n in self._push(keys=[self.seen, self.key], args=args)]
+        return queued
 
     def pop(self, timeout: int = 0) -> Request | None:
         lease_id = f"{self.worker}:{INCARNATION}:{next(_counter)}"

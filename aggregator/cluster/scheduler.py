@@ -33,6 +33,9 @@ def _source(settings: Any, spider: Any) -> str:
     return settings.get("CLUSTER_SOURCE") or spider.name
 
 
+FLUSH_DELAY = 0.05  # seconds: requests made meanwhile go to Redis together
+
+
 class _Outage:
     def __init__(self) -> None:
         self.since: float | None = None
@@ -90,14 +93,16 @@ class ClusterScheduler(Scheduler):
         instance.stats = crawler.stats
         instance.tracker = lease_tracker(crawler)  # which leased requests are done
         instance.tracker.scheduler = instance
-        instance.buffer = []  # (payload, priority, fingerprint) not yet in Redis
-        instance._pushed = True
+        # (payload, priority, fingerprint, request) not yet in Redis: sent together, soon
+        # (FLUSH_DELAY), or kept in order while Redis is away
+        instance.buffer = []
+        instance._flush_call = None
         instance.outage = _Outage()
         return instance
 
     tracker: LeaseTracker
-    buffer: list[tuple[bytes, int, str | None]]
-    _pushed: bool
+    buffer: list[tuple[bytes, int, str | None, Request]]
+    _flush_call: Any
     outage: _Outage
 
     def open(self, spider: Any) -> None:
@@ -105,6 +110,8 @@ class ClusterScheduler(Scheduler):
         assert isinstance(self.queue, LeasingQueue)
 
     def close(self, reason: str) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
         if not self.flush_buffer():
             logger.error(
                 "Redis is unreachable at close: %d request(s) could not be queued",
@@ -112,6 +119,10 @@ class ClusterScheduler(Scheduler):
             )
 
     def enqueue_request(self, request: Request) -> bool:
+        """Encode the request now (an error naming its URL if it cannot be queued) and send it
+        with the others made meanwhile: a listing's requests go in one round trip. Whether it
+        was seen this run is known when it is sent (then it is logged and counted as
+        filtered)."""
         if self.tracker.handed_back(request):
             return True  # popped already (LeaseTracker.wake): next_request gives it
         try:
@@ -122,34 +133,34 @@ class ClusterScheduler(Scheduler):
             self.stats.inc_value(keys.CLUSTER_UNSERIALIZABLE)
             return False
         fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
-        entry = (data, request.priority, fingerprint)
-        if self.buffer or not self._push(entry):
-            self.buffer.append(entry)  # Redis is away: sent (in order) when it is back
-            self.stats.inc_value("scheduler/enqueued/redis")
-            return True
-        if self._pushed is False:
-            self.df.log(request, self.spider)
-            return False
-        self.stats.inc_value("scheduler/enqueued/redis")
+        self.buffer.append((data, request.priority, fingerprint, request))
+        self._flush_later()
         return True
 
-    def _push(self, entry: tuple[bytes, int, str | None]) -> bool:
-        """Send one request (dupefilter and queue in one step); False when Redis is away.
-        `_pushed` says whether it was queued (False: seen already)."""
+    def _flush_later(self) -> None:
+        if self._flush_call is None or not self._flush_call.active():
+            from twisted.internet import reactor
+
+            self._flush_call = reactor.callLater(FLUSH_DELAY, self.flush_buffer)
+
+    def flush_buffer(self) -> bool:
+        """Send the requests not yet in Redis, in order, in one round trip; whether none is
+        left (False: Redis is away; they are kept and sent when it is back)."""
+        if not self.buffer:
+            return True
+        entries = list(self.buffer)
         try:
-            self._pushed = self.queue.push_encoded(*entry)
+            queued = self.queue.push_many([entry[:3] for entry in entries])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.outage.failed(exc)
             return False
         self.outage.ok()
-        return True
-
-    def flush_buffer(self) -> bool:
-        """Send the requests kept during an outage; whether none is left."""
-        while self.buffer:
-            if not self._push(self.buffer[0]):
-                return False
-            self.buffer.pop(0)
+        del self.buffer[: len(entries)]
+        for (_, _, _, request), fresh in zip(entries, queued, strict=True):
+            if fresh:
+                self.stats.inc_value("scheduler/enqueued/redis")
+            else:
+                self.df.log(request, self.spider)
         return True
 
     def next_request(self) -> Request | None:
