@@ -646,3 +646,51 @@ def test_a_lease_is_held_until_its_item_is_through_the_pipeline(
         assert len(seen_in_pipeline) >= ARTICLES // 2, seen_in_pipeline
     finally:
         client.close()
+
+
+def test_a_request_is_queued_as_scrapy_would_serialise_it():
+    """The queue's own `request_dict` (no search of the spider's members) gives what
+    `Request.to_dict(spider=…)` gives; a callback that is no method of the spider is still an
+    error, and a worker's errback wrapper is never what is queued."""
+    from scrapy import FormRequest, Spider
+
+    from aggregator.cluster.queue import request_dict
+    from aggregator.cluster.tracking import original_errback
+
+    class Source(Spider):
+        name = "source"
+
+        def parse_page(self, response):
+            pass
+
+        def page_failed(self, failure):
+            pass
+
+    spider = Source()
+    requests = [
+        Request(
+            "http://example.com/a",
+            callback=spider.parse_page,
+            errback=spider.page_failed,
+            meta={"k": [1]},
+            cb_kwargs={"page": 2},
+            priority=3,
+            dont_filter=True,
+        ),
+        Request("http://example.com/b"),
+        FormRequest("http://example.com/c", formdata={"q": "二"}, callback=spider.parse_page),
+    ]
+    for request in requests:
+        assert request_dict(request, spider) == request.to_dict(spider=spider)
+    with pytest.raises(ValueError, match="not an instance method"):
+        request_dict(Request("http://example.com/d", callback=lambda response: None), spider)
+
+    leased = requests[0].copy()
+
+    def wrapper(failure):
+        return None
+
+    wrapper.cluster_original = spider.page_failed
+    leased.errback = wrapper
+    assert original_errback(leased) == spider.page_failed
+    assert request_dict(leased, spider)["errback"] == "page_failed"

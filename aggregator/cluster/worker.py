@@ -192,6 +192,8 @@ def warm_up(settings: Settings) -> int:
     for name in COMPONENT_SETTINGS:
         paths = {**settings.getdict(f"{name}_BASE"), **settings.getdict(name)}
         for path, value in paths.items():
+            if name == "DOWNLOAD_HANDLERS" and path not in ("http", "https"):
+                continue
             target = value if name == "DOWNLOAD_HANDLERS" else path
             if not isinstance(target, str) or value is None:
                 continue
