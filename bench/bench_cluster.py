@@ -17,12 +17,18 @@ Prints, for each number of workers:
 * Redis round trips per article for the coordinator and each worker: every command the
   server received, attributed by connection name (each worker's connections carry its id,
   the coordinator's "coordinator…"), from MONITOR; commands run inside a Lua script are not
-  round trips and are left out (target <= 6 per article and process).
+  round trips and are left out (target <= 6 per article and process); `--commands` lists
+  them by command. MONITOR makes Redis and this process work for every command: take the
+  scaling ratios from a run with `--no-monitor` (the round trips are then not counted).
+
+`--profile DIR` runs the workers under cProfile (CPU time) and writes their profiles in DIR;
+`--workers 1,3` runs only these numbers of workers.
 
 Workers are started and have registered before the coordinator starts, so interpreter start-up
 is not in the figures; they are stopped (SIGTERM) after each run. Usage:
 
-    python bench/bench_cluster.py [--articles 600] [--latency 0.2] [--concurrency 8]
+    python bench/bench_cluster.py [--articles 600] [--per-page 50] [--latency 0.2]
+        [--concurrency 8] [--workers 1,2,3] [--no-monitor] [--commands] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -181,6 +187,7 @@ def run_once(
     workers: int,
     concurrency: int,
     profile: Path | None = None,
+    count_round_trips: bool = True,
 ) -> dict:
     prefix = f"bench{workers}"
     common = {
@@ -220,7 +227,8 @@ def run_once(
         while client.hlen(f"{prefix}:workers") < workers:  # every worker is up and waiting
             time.sleep(0.1)
         monitor = Monitor(url)
-        monitor.start()
+        if count_round_trips:
+            monitor.start()
         server.requests = arrivals = TimedLog()
         started = time.monotonic()
         workers_before = [process_cpu(proc.pid) for proc in procs]
@@ -292,6 +300,11 @@ def main() -> None:
     parser.add_argument(
         "--commands", action="store_true", help="Redis commands per article and connection"
     )
+    parser.add_argument(
+        "--no-monitor",
+        action="store_true",
+        help="do not count round trips (MONITOR costs Redis and this process CPU per command)",
+    )
     args = parser.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -315,7 +328,14 @@ def main() -> None:
                 for workers in (int(n) for n in args.workers.split(",")):
                     results.append(
                         run_once(
-                            workdir, site, server, url, workers, args.concurrency, args.profile
+                            workdir,
+                            site,
+                            server,
+                            url,
+                            workers,
+                            args.concurrency,
+                            args.profile,
+                            not args.no_monitor,
                         )
                     )
         finally:
@@ -349,14 +369,15 @@ def main() -> None:
             f"all workers {sum(result['workers_cpu']) / max(result['published'], 1) * 1000:.2f}"
             f" ms an article; coordinator (to its last sample) "
             f"{result['coordinator_cpu'] / max(result['published'], 1) * 1000:.2f}; this "
-            f"process (replay server, MONITOR) "
+            f"process (replay server{'' if args.no_monitor else ', MONITOR'}) "
             f"{result['bench_cpu'] / max(result['published'], 1) * 1000:.2f}"
         )
         trips = ", ".join(
             f"{name} {count / args.articles:.2f}"
             for name, count in sorted(result["round_trips"].items())
         )
-        print(f"    Redis round trips per article (target <= {ROUND_TRIP_TARGET}): {trips}")
+        if not args.no_monitor:
+            print(f"    Redis round trips per article (target <= {ROUND_TRIP_TARGET}): {trips}")
         if args.commands:
             for name, counts in sorted(result["commands"].items()):
                 top = ", ".join(
