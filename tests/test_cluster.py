@@ -694,3 +694,40 @@ def test_a_request_is_queued_as_scrapy_would_serialise_it():
     leased.errback = wrapper
     assert original_errback(leased) == spider.page_failed
     assert request_dict(leased, spider)["errback"] == "page_failed"
+
+
+def test_failed_articles_are_done_with_and_kept_pending(tmp_path, site, redis_url, redis_prefix):
+    """An article whose page answers 500 (the spider middlewares hand it to the errback) and
+    one whose download times out (the errback gets the failure directly, past the spider
+    middlewares): each is retried once through the queue, then kept pending, and its lease
+    is acked (the run ends, exit 1 for the failures) while every other article is published."""
+    from aggregator.devtools.replay import Reply
+
+    generated = site.generated
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    broken, slow = "/detail_json/70000003.json", "/detail_json/70000011.json"
+    with ReplayServer([generated.directory], latency=0.02) as server:
+        server.fail(broken, 500)
+        server.set_reply(slow, Reply(status=200, body=b"{}", delay=3.0))
+        settings = cluster_settings(
+            tmp_path, server, redis_url, redis_prefix, DOWNLOAD_TIMEOUT="1", CLUSTER_LEASE="60"
+        )
+        try:
+            procs.worker("w0", settings)
+            coordinator = procs.coordinator(settings)
+            out, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0], procs.logs()
+        finally:
+            procs.stop()
+        hits = fetched(server)
+    try:
+        assert coordinator.returncode == 1, err[-3000:] + procs.logs()
+        assert ["gen", "failed", "4", "0", str(ARTICLES - 2), "0", "0", "2"] in summary_rows(out)
+        assert hits[broken] == hits[slow] == 2  # RETRY_TIMES=1
+        pending = {k.decode() for k in client.hkeys(f"{redis_prefix}:pending")}
+        assert pending == {"qutoutiao-70000003", "qutoutiao-70000011"}
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES - 2
+        assert client.zcard(f"{redis_prefix}:inflight") == 0
+    finally:
+        client.close()
