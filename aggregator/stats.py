@@ -23,6 +23,8 @@ S3_MANIFEST_FAILED = f"{PREFIX}/s3/manifest_failed"
 CLUSTER_UNSERIALIZABLE = f"{PREFIX}/cluster/unserializable"
 CLUSTER_REFUSED = f"{PREFIX}/cluster/refused"
 CLUSTER_RATE_LIMITED = f"{PREFIX}/cluster/rate_limited"
+# requests a stopping worker put back in their queue before starting them
+CLUSTER_RELEASED = f"{PREFIX}/cluster/released"
 
 
 def dropped(reason: str) -> str:

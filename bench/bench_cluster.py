@@ -10,21 +10,32 @@ Prints, for each number of workers:
 * the ratios against one worker (targets: 2 workers >= 1.8x, 3 workers >= 2.5x);
 * the CPU seconds the workers and the coordinator used, and the machine's load average: on a
   small shared machine the workers compete for the same cores, and the ratios show that;
+* CPU per article of each worker (user + system from /proc/PID/stat, from the coordinator's
+  start to its end: the worker's own work, start-up left out), of the coordinator, and of
+  this process (the replay server and the MONITOR reader run in it; getrusage): CPU time,
+  not wall time, so it holds on a busy machine where the ratios do not;
 * Redis round trips per article for the coordinator and each worker: every command the
   server received, attributed by connection name (each worker's connections carry its id,
   the coordinator's "coordinator…"), from MONITOR; commands run inside a Lua script are not
-  round trips and are left out (target <= 6 per article and process).
+  round trips and are left out (target <= 6 per article and process); `--commands` lists
+  them by command. MONITOR makes Redis and this process work for every command: take the
+  scaling ratios from a run with `--no-monitor` (the round trips are then not counted).
+
+`--profile DIR` runs the workers under cProfile (CPU time) and writes their profiles in DIR;
+`--workers 1,3` runs only these numbers of workers.
 
 Workers are started and have registered before the coordinator starts, so interpreter start-up
 is not in the figures; they are stopped (SIGTERM) after each run. Usage:
 
-    python bench/bench_cluster.py [--articles 600] [--latency 0.2] [--concurrency 8]
+    python bench/bench_cluster.py [--articles 600] [--per-page 50] [--latency 0.2]
+        [--concurrency 8] [--workers 1,2,3] [--no-monitor] [--commands] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import resource
@@ -75,6 +86,10 @@ class Monitor(threading.Thread):
         self.names: dict[str, str] = {}  # client address -> connection name
         self.counts: collections.Counter[str] = collections.Counter()
         self.unnamed: collections.Counter[str] = collections.Counter()
+        # client address -> command name (EVALSHA: the script's first key's kind) -> count
+        self.commands: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
         self.stopping = False
 
     def run(self) -> None:
@@ -88,17 +103,39 @@ class Monitor(threading.Thread):
                 address = command.get("client_address", "?")
                 port = command.get("client_port", "")
                 self.unnamed[f"{address}:{port}"] += 1
+                words = command.get("command", "").split()
+                name = words[0].upper() if words else "?"
+                if name == "EVALSHA" and len(words) > 3:
+                    name = f"EVALSHA {words[3].rsplit(':', 1)[-1]}"
+                self.commands[f"{address}:{port}"][name] += 1
 
     def refresh_names(self, client: redis.Redis) -> None:
         for entry in client.client_list():
             if entry.get("name"):
                 self.names[entry["addr"]] = entry["name"]
 
+    def commands_by_name(self) -> dict[str, collections.Counter[str]]:
+        out: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+        for address, counts in self.commands.items():
+            out[self.names.get(address, "unnamed")].update(counts)
+        return out
+
     def by_name(self) -> dict[str, int]:
         counts: collections.Counter[str] = collections.Counter()
         for address, count in self.unnamed.items():
             counts[self.names.get(address, "unnamed")] += count
         return dict(counts)
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def sources_file(path: Path, site) -> Path:
@@ -115,6 +152,26 @@ author = "趣头条"
     return path
 
 
+PROFILE_RUNNER = """
+import cProfile, runpy, sys, time
+out = sys.argv.pop(1)
+sys.argv[0] = "scrapy"
+profile = cProfile.Profile(time.process_time)
+try:
+    profile.runcall(runpy.run_module, "scrapy", run_name="__main__", alter_sys=True)
+finally:
+    profile.dump_stats(out)
+"""
+
+
+def profiled(directory: Path | None, name: str, cmd: list[str]) -> list[str]:
+    """The command, under cProfile timing CPU (not wall) time with `--profile DIR` (the
+    worker exits normally on SIGTERM, so its profile is written)."""
+    if directory is None:
+        return cmd
+    return [sys.executable, "-c", PROFILE_RUNNER, str(directory / f"{name}.prof"), *cmd[3:]]
+
+
 def scrapy(*args: str, **settings: str) -> list[str]:
     cmd = [sys.executable, "-m", "scrapy", *args]
     for name, value in settings.items():
@@ -122,7 +179,16 @@ def scrapy(*args: str, **settings: str) -> list[str]:
     return cmd
 
 
-def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: int) -> dict:
+def run_once(
+    workdir: Path,
+    site,
+    server,
+    url: str,
+    workers: int,
+    concurrency: int,
+    profile: Path | None = None,
+    count_round_trips: bool = True,
+) -> dict:
     prefix = f"bench{workers}"
     common = {
         "QUTOUTIAO_API_BASE": server.base_url,
@@ -142,11 +208,15 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
     load = os.getloadavg()[0]
     procs = [
         subprocess.Popen(
-            scrapy(
-                "worker",
-                CLUSTER_WORKER_ID=f"worker-{n}",
-                STATE_DIR=str(workdir / f"w{workers}-{n}"),
-                **common,
+            profiled(
+                profile,
+                f"worker-{workers}-{n}",
+                scrapy(
+                    "worker",
+                    CLUSTER_WORKER_ID=f"worker-{n}",
+                    STATE_DIR=str(workdir / f"w{workers}-{n}"),
+                    **common,
+                ),
             ),
             cwd=ROOT,
             stderr=subprocess.DEVNULL,
@@ -157,9 +227,12 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         while client.hlen(f"{prefix}:workers") < workers:  # every worker is up and waiting
             time.sleep(0.1)
         monitor = Monitor(url)
-        monitor.start()
+        if count_round_trips:
+            monitor.start()
         server.requests = arrivals = TimedLog()
         started = time.monotonic()
+        workers_before = [process_cpu(proc.pid) for proc in procs]
+        self_before = self_cpu()
         coordinator = subprocess.Popen(
             scrapy("crawlall", STATE_DIR=str(workdir / f"c{workers}"), **common),
             cwd=ROOT,
@@ -167,10 +240,15 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
             stderr=subprocess.PIPE,
             text=True,
         )
+        coordinator_cpu = 0.0
         while coordinator.poll() is None:
             monitor.refresh_names(client)
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                coordinator_cpu = process_cpu(coordinator.pid)
             time.sleep(0.2)
         wall = time.monotonic() - started
+        workers_cpu = [process_cpu(p.pid) - b for p, b in zip(procs, workers_before, strict=True)]
+        bench_cpu = self_cpu() - self_before
         monitor.refresh_names(client)
         monitor.stopping = True
         if coordinator.returncode != 0:
@@ -200,8 +278,12 @@ def run_once(workdir: Path, site, server, url: str, workers: int, concurrency: i
         "coordinator_elapsed": last_run["elapsed_seconds"],
         "wall": wall,
         "cpu": cpu,
+        "workers_cpu": workers_cpu,
+        "coordinator_cpu": coordinator_cpu,
+        "bench_cpu": bench_cpu,
         "load": load,
         "round_trips": dict(processes),
+        "commands": monitor.commands_by_name(),
     }
 
 
@@ -211,7 +293,21 @@ def main() -> None:
     parser.add_argument("--per-page", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", type=int, default=8, help="per worker")
+    parser.add_argument(
+        "--profile", type=Path, help="write each worker's cProfile profile in this directory"
+    )
+    parser.add_argument("--workers", default="1,2,3", help="the numbers of workers to run")
+    parser.add_argument(
+        "--commands", action="store_true", help="Redis commands per article and connection"
+    )
+    parser.add_argument(
+        "--no-monitor",
+        action="store_true",
+        help="do not count round trips (MONITOR costs Redis and this process CPU per command)",
+    )
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     binary = shutil.which("redis-server")
     if binary is None:
         raise SystemExit("redis-server is not installed (apt-get install redis-server)")
@@ -229,8 +325,19 @@ def main() -> None:
             time.sleep(0.5)
             results = []
             with ReplayServer([site.directory], latency=args.latency) as server:
-                for workers in (1, 2, 3):
-                    results.append(run_once(workdir, site, server, url, workers, args.concurrency))
+                for workers in (int(n) for n in args.workers.split(",")):
+                    results.append(
+                        run_once(
+                            workdir,
+                            site,
+                            server,
+                            url,
+                            workers,
+                            args.concurrency,
+                            args.profile,
+                            not args.no_monitor,
+                        )
+                    )
         finally:
             redis_proc.terminate()
             redis_proc.wait(10)
@@ -253,11 +360,31 @@ def main() -> None:
             f"({result['cpu'] / max(result['published'], 1) * 1000:.1f} ms "
             f"an article), machine load average {result['load']:.1f} on {os.cpu_count()} cores"
         )
+        per_worker = ", ".join(
+            f"{cpu / max(result['published'], 1) * 1000 * workers:.2f}"
+            for cpu in result["workers_cpu"]
+        )
+        print(
+            f"    CPU ms per article a worker did (its CPU / (articles / workers)): {per_worker}; "
+            f"all workers {sum(result['workers_cpu']) / max(result['published'], 1) * 1000:.2f}"
+            f" ms an article; coordinator (to its last sample) "
+            f"{result['coordinator_cpu'] / max(result['published'], 1) * 1000:.2f}; this "
+            f"process (replay server{'' if args.no_monitor else ', MONITOR'}) "
+            f"{result['bench_cpu'] / max(result['published'], 1) * 1000:.2f}"
+        )
         trips = ", ".join(
             f"{name} {count / args.articles:.2f}"
             for name, count in sorted(result["round_trips"].items())
         )
-        print(f"    Redis round trips per article (target <= {ROUND_TRIP_TARGET}): {trips}")
+        if not args.no_monitor:
+            print(f"    Redis round trips per article (target <= {ROUND_TRIP_TARGET}): {trips}")
+        if args.commands:
+            for name, counts in sorted(result["commands"].items()):
+                top = ", ".join(
+                    f"{command} {count / args.articles:.2f}"
+                    for command, count in counts.most_common(8)
+                )
+                print(f"      {name}: {top}")
 
 
 if __name__ == "__main__":

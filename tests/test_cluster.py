@@ -6,8 +6,10 @@ start side by side: the one-machine reference crawl runs beside the first cluste
 
 from __future__ import annotations
 
+import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -132,7 +134,9 @@ class Processes:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen] = []
 
-    def worker(self, worker_id: str, settings: dict[str, str]) -> subprocess.Popen:
+    def worker(
+        self, worker_id: str, settings: dict[str, str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.tmp_path / f"worker-{worker_id}-{len(self.procs)}.log", "w")  # noqa: SIM115
         cmd = scrapy_cmd(
             "worker",
@@ -142,7 +146,9 @@ class Processes:
             STATE_DIR=str(self.tmp_path / f"w-{worker_id}"),
             **settings,
         )
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
         log.close()
         self.procs.append(proc)
         return proc
@@ -366,6 +372,7 @@ def test_the_scheduler_logs_and_counts_an_unserialisable_request(redis_url, redi
     scheduler.spider, scheduler.stats = spider, spider.crawler.stats
     scheduler.queue = LeasingQueue(server, spider, "unused", serializer)
     scheduler.buffer = []
+    scheduler.tracker = SimpleNamespace(handed_back=lambda request: False)
     request = Request("http://example.com/obj", callback=spider.parse, meta={"o": object()})
     assert scheduler.enqueue_request(request) is False
     assert spider.crawler.stats.values[keys.CLUSTER_UNSERIALIZABLE] == 1
@@ -417,3 +424,310 @@ def test_seen_and_queued_in_one_step(queue):
     assert queue.push_encoded(one, 0, "fp-d") is False  # seen this run
     assert queue.push_encoded(one, 0, None) is True  # dont_filter
     assert len(queue) == 1 and queue.server.sismember(queue.seen, "fp-d")
+
+
+def summary_rows(table: str) -> list[list[str]]:
+    """The summary table's rows without the time column (separators left out)."""
+    rows = []
+    for line in table.strip().splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if not set(line.strip()) <= {"-", " "}:
+            rows.append(cells[:-1])
+    return rows
+
+
+def fetched(server: ReplayServer) -> collections.Counter[str]:
+    """How many times the site answered each article URL (listings left out)."""
+    return collections.Counter(r for r in list(server.requests) if "outList" not in r)
+
+
+def test_crawlall_work_crawls_the_whole_run_itself_like_one_machine(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """`crawlall --work` with no other worker: its own worker crawls everything, each article
+    is published once with one machine's bytes, and the run ends with the summary, status and
+    last-run.json of a one-machine `crawlall` of the same sources (run beside it)."""
+    generated = site.generated
+    pages = generated.pages
+    with (
+        ReplayServer([generated.directory], latency=0.02) as server,
+        ReplayServer([generated.directory], latency=0.02) as local_server,
+    ):
+        settings = cluster_settings(tmp_path, server, redis_url, redis_prefix)
+        settings["SOURCES_FILE"] = str(sources_file(tmp_path, pages))
+        cluster = subprocess.Popen(
+            scrapy_cmd("crawlall", "--work", STATE_DIR=str(tmp_path / "coordinator"), **settings),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        alone = {k: v for k, v in settings.items() if not k.startswith("CLUSTER_")}
+        local = subprocess.Popen(
+            scrapy_cmd(
+                "crawlall",
+                **{
+                    **alone,
+                    "QUTOUTIAO_API_BASE": local_server.base_url,
+                    "STATE_DIR": str(tmp_path / "alone"),
+                    "OUTPUT_URI": str(tmp_path / "alone-out"),
+                },
+            ),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = cluster.communicate(timeout=120)
+            local_out, local_err = local.communicate(timeout=120)
+        finally:
+            for proc in (cluster, local):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+        hits = fetched(server)
+    assert cluster.returncode == 0, err[-3000:]
+    assert local.returncode == 0, local_err[-3000:]
+    assert "Cluster worker" in err  # the helper worker crawled (its log goes to the same stderr)
+
+    # every article once, with one machine's bytes; each fetched once
+    posts = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.md")}
+    assert posts == site.reference()
+    assert posts == {p.name: p.read_bytes() for p in (tmp_path / "alone-out").glob("*.md")}
+    assert len(hits) == ARTICLES and set(hits.values()) == {1}
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        assert client.zcard(f"{redis_prefix}:inflight") == 0
+        assert client.hlen(f"{redis_prefix}:workers") == 0  # the helper stopped and said goodbye
+    finally:
+        client.close()
+
+    # the same summary (times aside), status and last-run.json as one machine
+    assert summary_rows(out) == summary_rows(local_out)
+    assert ["gen", "ok", str(pages), "0", str(ARTICLES), "0", "0", "0"] in summary_rows(out)
+    runs = [
+        json.loads((tmp_path / name / "last-run.json").read_text())
+        for name in ("coordinator", "alone")
+    ]
+    for run in runs:
+        for row in run["sources"]:
+            for key in ("started", "finished", "elapsed_seconds"):
+                row.pop(key)
+    assert runs[0]["status"] == runs[1]["status"] == "ok"
+    assert runs[0]["exit_status"] == runs[1]["exit_status"] == 0
+    assert runs[0]["sources"] == runs[1]["sources"]
+
+
+def test_a_worker_stopped_mid_crawl_finishes_what_it_started_and_gives_back_the_rest(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """SIGTERM while requests are in flight: the worker finishes the ones it started (each
+    fetched once, its article published by it), puts the ones it leased but had not started
+    (waiting for their rate slot) back in the queue at once, not after CLUSTER_LEASE (two
+    minutes here), and exits 0; a second worker then completes the run, each article
+    published once."""
+    generated = site.generated
+    keys_ = ClusterKeys(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    with ReplayServer([generated.directory], latency=0.3) as server:
+        settings = cluster_settings(
+            tmp_path,
+            server,
+            redis_url,
+            redis_prefix,
+            CLUSTER_LEASE="120",
+            CLUSTER_DOMAIN_RATE="5",
+            CONCURRENT_REQUESTS="6",
+        )
+        try:
+            first = procs.worker("w0", settings)
+            coordinator = procs.coordinator(settings)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and coordinator.poll() is None:
+                held = [k for k in client.hkeys(keys_.leases) if k.startswith(b"w0:")]
+                started = fetched(server)
+                if len(held) >= 4 and started:  # articles at the site, others waiting
+                    break
+                time.sleep(0.02)
+            else:
+                pytest.fail("the worker never held enough requests:\n" + procs.logs())
+            first.send_signal(signal.SIGTERM)
+            started = fetched(server)  # what it had started by then, at the latest
+            assert first.wait(60) == 0, procs.logs()
+
+            # nothing of w0's is leased any more, and what it had not started is queued again
+            assert not [k for k in client.hkeys(keys_.leases) if k.startswith(b"w0:")]
+            assert not [k for k in client.zrange(keys_.inflight, 0, -1) if k.startswith(b"w0:")]
+            log = (tmp_path / "worker-w0-0.log").read_text()
+            back = re.search(r"Source gen: (\d+) request\(s\) back in the queue", log)
+            assert back is not None, log[-3000:]
+            assert client.zcard(keys_.queue("gen")) >= int(back.group(1)) >= 1
+            # what it had started, it finished: published by it, before any other worker ran
+            by_w0 = fetched(server)
+            assert client.hlen(f"{redis_prefix}:published") >= len(started)
+
+            procs.worker("w1", settings)
+            _, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0, 0], procs.logs()
+        finally:
+            procs.stop()
+        hits = fetched(server)
+    try:
+        assert coordinator.returncode == 0, err[-3000:] + procs.logs()
+        posts = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.md")}
+        assert posts == site.reference()
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        assert client.zcard(keys_.inflight) == 0
+        # each article fetched once: none of w0's redone, the rest by w1
+        assert len(hits) == ARTICLES and set(hits.values()) == {1}, hits
+        assert set(by_w0) < set(hits)
+    finally:
+        client.close()
+
+
+def test_a_lease_is_held_until_its_item_is_through_the_pipeline(
+    tmp_path, site, redis_url, redis_prefix
+):
+    """The worker acks a request's lease only once Scrapy is done with it: with a pipeline
+    stage that takes a second, an article the site has answered is, at every look, either
+    still leased or published, never neither (acked too early, a worker dying then would lose
+    it)."""
+    from aggregator import settings as project
+
+    generated = site.generated
+    keys_ = ClusterKeys(redis_prefix)
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    pipelines = {**project.ITEM_PIPELINES, "slowstage.SlowStage": 390}
+    seen_in_pipeline: set[str] = set()
+    with ReplayServer([generated.directory], latency=0.05) as server:
+        settings = cluster_settings(
+            tmp_path,
+            server,
+            redis_url,
+            redis_prefix,
+            CONCURRENT_REQUESTS="4",
+            CLUSTER_LEASE="60",
+        )
+        try:
+            procs.worker(
+                "w0",
+                {**settings, "ITEM_PIPELINES": json.dumps(pipelines)},
+                env={"PYTHONPATH": str(ROOT / "tests")},
+            )
+            coordinator = procs.coordinator(settings)
+            while coordinator.poll() is None:
+                answered = set(fetched(server))  # first: answered by now
+                leased = {
+                    json.loads(v.split(b"\n", 2)[2])["url"].split(server.base_url, 1)[1]
+                    for v in client.hvals(keys_.leases)
+                }
+                published = {
+                    k.decode().rsplit("-", 1)[1] for k in client.hkeys(f"{redis_prefix}:published")
+                }
+                for url in answered:
+                    article_id = re.search(r"(\d+)\.json", url).group(1)
+                    if article_id in published:
+                        continue
+                    assert url in leased, f"{url} acked before its item was through the pipeline"
+                    seen_in_pipeline.add(url)
+                time.sleep(0.05)
+            _, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0], procs.logs()
+        finally:
+            procs.stop()
+    try:
+        assert coordinator.returncode == 0, err[-3000:] + procs.logs()
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES
+        # the look did catch articles between their answer and their post
+        assert len(seen_in_pipeline) >= ARTICLES // 2, seen_in_pipeline
+    finally:
+        client.close()
+
+
+def test_a_request_is_queued_as_scrapy_would_serialise_it():
+    """The queue's own `request_dict` (no search of the spider's members) gives what
+    `Request.to_dict(spider=…)` gives; a callback that is no method of the spider is still an
+    error, and a worker's errback wrapper is never what is queued."""
+    from scrapy import FormRequest, Spider
+
+    from aggregator.cluster.queue import request_dict
+    from aggregator.cluster.tracking import original_errback
+
+    class Source(Spider):
+        name = "source"
+
+        def parse_page(self, response):
+            pass
+
+        def page_failed(self, failure):
+            pass
+
+    spider = Source()
+    requests = [
+        Request(
+            "http://example.com/a",
+            callback=spider.parse_page,
+            errback=spider.page_failed,
+            meta={"k": [1]},
+            cb_kwargs={"page": 2},
+            priority=3,
+            dont_filter=True,
+        ),
+        Request("http://example.com/b"),
+        FormRequest("http://example.com/c", formdata={"q": "二"}, callback=spider.parse_page),
+    ]
+    for request in requests:
+        assert request_dict(request, spider) == request.to_dict(spider=spider)
+    with pytest.raises(ValueError, match="not an instance method"):
+        request_dict(Request("http://example.com/d", callback=lambda response: None), spider)
+
+    leased = requests[0].copy()
+
+    def wrapper(failure):
+        return None
+
+    wrapper.cluster_original = spider.page_failed
+    leased.errback = wrapper
+    assert original_errback(leased) == spider.page_failed
+    assert request_dict(leased, spider)["errback"] == "page_failed"
+
+
+def test_failed_articles_are_done_with_and_kept_pending(tmp_path, site, redis_url, redis_prefix):
+    """An article whose page answers 500 (the spider middlewares hand it to the errback) and
+    one whose download times out (the errback gets the failure directly, past the spider
+    middlewares): each is retried once through the queue, then kept pending, and its lease
+    is acked (the run ends, exit 1 for the failures) while every other article is published."""
+    from aggregator.devtools.replay import Reply
+
+    generated = site.generated
+    client = redis.Redis.from_url(redis_url)
+    procs = Processes(tmp_path)
+    broken, slow = "/detail_json/70000003.json", "/detail_json/70000011.json"
+    with ReplayServer([generated.directory], latency=0.02) as server:
+        server.fail(broken, 500)
+        server.set_reply(slow, Reply(status=200, body=b"{}", delay=3.0))
+        settings = cluster_settings(
+            tmp_path, server, redis_url, redis_prefix, DOWNLOAD_TIMEOUT="1", CLUSTER_LEASE="60"
+        )
+        try:
+            procs.worker("w0", settings)
+            coordinator = procs.coordinator(settings)
+            out, err = coordinator.communicate(timeout=90)
+            assert procs.stop_workers() == [0], procs.logs()
+        finally:
+            procs.stop()
+        hits = fetched(server)
+    try:
+        assert coordinator.returncode == 1, err[-3000:] + procs.logs()
+        assert ["gen", "failed", "4", "0", str(ARTICLES - 2), "0", "0", "2"] in summary_rows(out)
+        assert hits[broken] == hits[slow] == 2  # RETRY_TIMES=1
+        pending = {k.decode() for k in client.hkeys(f"{redis_prefix}:pending")}
+        assert pending == {"qutoutiao-70000003", "qutoutiao-70000011"}
+        assert client.hlen(f"{redis_prefix}:published") == ARTICLES - 2
+        assert client.zcard(f"{redis_prefix}:inflight") == 0
+    finally:
+        client.close()

@@ -16,6 +16,7 @@ from scrapy.exceptions import NotConfigured
 
 from aggregator import stats as keys
 from aggregator.cluster.keys import ClusterKeys
+from aggregator.cluster.tracking import lease_tracker
 from aggregator.state.redis import connection_name
 
 if TYPE_CHECKING:
@@ -92,5 +93,6 @@ class ClusterRateLimit:
             self._down = False
         if wait > 0:
             self.crawler.stats.inc_value(keys.CLUSTER_RATE_LIMITED)
-            await asyncio.sleep(wait / 1_000_000)
+            # a stopping worker puts a request still waiting back in its queue (LeaseGate)
+            await lease_tracker(self.crawler).pause(wait / 1_000_000)
         return None

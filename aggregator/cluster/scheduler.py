@@ -20,18 +20,20 @@ from scrapy_redis.scheduler import Scheduler
 from aggregator import stats as keys
 from aggregator.cluster.connect import redis_client
 from aggregator.cluster.keys import ClusterKeys
-from aggregator.cluster.queue import LEASE_META, LeasingQueue
+from aggregator.cluster.queue import LeasingQueue
 from aggregator.cluster.serializer import UnserializableRequest
+from aggregator.cluster.tracking import LeaseTracker, lease_tracker
 
 __all__ = ["ClusterDupeFilter", "ClusterScheduler", "SeedScheduler"]
 
 logger = logging.getLogger(__name__)
 
-ACK_GRACE = 0.5  # seconds: a popped request reaches the engine's in-progress set within this
-
 
 def _source(settings: Any, spider: Any) -> str:
     return settings.get("CLUSTER_SOURCE") or spider.name
+
+
+FLUSH_DELAY = 0.05  # seconds: requests made meanwhile go to Redis together
 
 
 class _Outage:
@@ -89,15 +91,18 @@ class ClusterScheduler(Scheduler):
             serializer=__import__(serializer, fromlist=["loads"]),
         )
         instance.stats = crawler.stats
-        instance.leased = {}  # lease id -> (request, when popped)
-        instance.buffer = []  # (payload, priority, fingerprint) not yet in Redis
-        instance._pushed = True
+        instance.tracker = lease_tracker(crawler)  # which leased requests are done
+        instance.tracker.scheduler = instance
+        # (payload, priority, fingerprint, request) not yet in Redis: sent together, soon
+        # (FLUSH_DELAY), or kept in order while Redis is away
+        instance.buffer = []
+        instance._flush_call = None
         instance.outage = _Outage()
         return instance
 
-    leased: dict[str, tuple[Request, float]]
-    buffer: list[tuple[bytes, int, str | None]]
-    _pushed: bool
+    tracker: LeaseTracker
+    buffer: list[tuple[bytes, int, str | None, Request]]
+    _flush_call: Any
     outage: _Outage
 
     def open(self, spider: Any) -> None:
@@ -105,6 +110,8 @@ class ClusterScheduler(Scheduler):
         assert isinstance(self.queue, LeasingQueue)
 
     def close(self, reason: str) -> None:
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
         if not self.flush_buffer():
             logger.error(
                 "Redis is unreachable at close: %d request(s) could not be queued",
@@ -112,6 +119,12 @@ class ClusterScheduler(Scheduler):
             )
 
     def enqueue_request(self, request: Request) -> bool:
+        """Encode the request now (an error naming its URL if it cannot be queued) and send it
+        with the others made meanwhile: a listing's requests go in one round trip. Whether it
+        was seen this run is known when it is sent (then it is logged and counted as
+        filtered)."""
+        if self.tracker.handed_back(request):
+            return True  # popped already (LeaseTracker.wake): next_request gives it
         try:
             data = self.queue._encode_request(request)
         except (UnserializableRequest, ValueError) as exc:
@@ -120,37 +133,46 @@ class ClusterScheduler(Scheduler):
             self.stats.inc_value(keys.CLUSTER_UNSERIALIZABLE)
             return False
         fingerprint = None if request.dont_filter else self.df.request_fingerprint(request)
-        entry = (data, request.priority, fingerprint)
-        if self.buffer or not self._push(entry):
-            self.buffer.append(entry)  # Redis is away: sent (in order) when it is back
-            self.stats.inc_value("scheduler/enqueued/redis")
-            return True
-        if self._pushed is False:
-            self.df.log(request, self.spider)
-            return False
-        self.stats.inc_value("scheduler/enqueued/redis")
+        self.buffer.append((data, request.priority, fingerprint, request))
+        self._flush_later()
         return True
 
-    def _push(self, entry: tuple[bytes, int, str | None]) -> bool:
-        """Send one request (dupefilter and queue in one step); False when Redis is away.
-        `_pushed` says whether it was queued (False: seen already)."""
+    def _flush_later(self) -> None:
+        if self._flush_call is None or not self._flush_call.active():
+            from twisted.internet import reactor
+
+            self._flush_call = reactor.callLater(FLUSH_DELAY, self.flush_buffer)
+
+    def flush_buffer(self) -> bool:
+        """Send the requests not yet in Redis, in order, in one round trip; whether none is
+        left (False: Redis is away; they are kept and sent when it is back)."""
+        if not self.buffer:
+            return True
+        entries = list(self.buffer)
         try:
-            self._pushed = self.queue.push_encoded(*entry)
+            queued = self.queue.push_many([entry[:3] for entry in entries])
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.outage.failed(exc)
             return False
         self.outage.ok()
-        return True
-
-    def flush_buffer(self) -> bool:
-        """Send the requests kept during an outage; whether none is left."""
-        while self.buffer:
-            if not self._push(self.buffer[0]):
-                return False
-            self.buffer.pop(0)
+        del self.buffer[: len(entries)]
+        for (_, _, _, request), fresh in zip(entries, queued, strict=True):
+            if fresh:
+                self.stats.inc_value("scheduler/enqueued/redis")
+            else:
+                self.df.log(request, self.spider)
         return True
 
     def next_request(self) -> Request | None:
+        if self.tracker.local:
+            return self.tracker.local.popleft()
+        if self.tracker.stopping or self.tracker.closing:
+            return None
+        return self.pop_leased()
+
+    def pop_leased(self) -> Request | None:
+        """A request leased from the source's queue (one Lua call), registered with the
+        tracker; None when the queue is empty or Redis is away."""
         if not self.flush_buffer():
             return None
         try:
@@ -162,11 +184,11 @@ class ClusterScheduler(Scheduler):
         if request is None:
             return None
         self.stats.inc_value("scheduler/dequeued/redis")
-        self.leased[request.meta[LEASE_META]] = (request, time.monotonic())
+        self.tracker.leased(request)
         return request
 
     def has_pending_requests(self) -> bool:
-        if self.buffer:
+        if self.buffer or self.tracker.local:
             return True
         try:
             return len(self.queue) > 0
@@ -174,31 +196,31 @@ class ClusterScheduler(Scheduler):
             self.outage.failed(exc)
             return True
 
-    def reconcile(self, inprogress: set[Request]) -> int:
-        """Ack the leases of requests the engine has finished with, renew the others; the
-        requests kept during an outage go first (a lease is never acked before what its
-        callback scheduled is in Redis). How many were acked."""
+    def reconcile(self, final: bool = False) -> int:
+        """Ack the leases of requests Scrapy has finished with (LeaseTracker), renew the others;
+        the requests kept during an outage go first (a lease is never acked before what its
+        callback scheduled is in Redis). `final`: the crawl is over, so every request that
+        started is finished; one that never started goes back to its queue. How many were
+        acked."""
         if not self.flush_buffer():
             return 0
-        now = time.monotonic()
-        done = [
-            lease
-            for lease, (request, popped) in self.leased.items()
-            if request not in inprogress and now - popped > ACK_GRACE
-        ]
-        finished = set(done)
+        tracker = self.tracker
         try:
+            if final:
+                tracker.release(tracker.unstarted())
+                done = list(tracker.leases)
+            else:
+                done = tracker.finished()
             self.queue.ack(done)
-            self.queue.renew([lease for lease in self.leased if lease not in finished])
+            tracker.forget(done)
+            self.queue.renew(list(tracker.leases))
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             self.outage.failed(exc)
             return 0
-        for lease in done:
-            del self.leased[lease]
         return len(done)
 
     def in_flight(self) -> int:
-        return len(self.leased)
+        return len(self.tracker.leases)
 
 
 class SeedScheduler(ClusterScheduler):

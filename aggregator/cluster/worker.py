@@ -8,14 +8,16 @@ source keeps each source's spider state and stats apart, so the coordinator can 
 source's stats over the workers. Every crawler claims articles in the worker's name
 (STATE_CLAIM_OWNER = the worker id).
 
-Every tick (0.5 s) the worker acks the leases of requests its crawlers have finished with,
+Every tick (0.5 s) the worker acks the leases of requests its crawlers have finished with
+(aggregator.cluster.tracking follows each request through Scrapy's signals and middlewares),
 renews the others, writes its heartbeat and its crawlers' stats, and puts back the requests of
 dead workers whose leases expired. When the coordinator marks the run finishing, the crawlers
 close as soon as they are idle and report their final stats.
 
-SIGTERM/Ctrl-C: every crawler stops gracefully (Scrapy's own stop: the requests it is working
-on are finished, their items written, what their callbacks make is queued), requests not
-started stay in Redis, the worker says goodbye. A second signal stops at once (what was in
+SIGTERM/Ctrl-C: the requests a crawler leased but has not started (waiting for their rate slot)
+go back to their queue at once, then every crawler stops gracefully (Scrapy's own stop: the
+requests it is working on are finished, their items written, what their callbacks make is
+queued), the worker says goodbye. A second signal stops at once (what was in
 flight goes back to the queue when its lease expires).
 """
 
@@ -40,6 +42,7 @@ from twisted.internet.defer import Deferred
 
 from aggregator.cluster.keys import ClusterKeys
 from aggregator.cluster.queue import INCARNATION, requeue_expired
+from aggregator.cluster.tracking import lease_tracker
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler, CrawlerProcessBase
@@ -57,7 +60,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TICK = 0.5
-POKE = 0.1  # an idle engine looks at its (Redis) queue only every 5 s unless asked
+POKE = 0.1  # an idle engine looks at its (Redis) queue only every 5 s unless woken
 
 
 def claim_lease(settings: Settings) -> float:
@@ -86,6 +89,13 @@ def cluster_settings(settings: Settings, worker_id: str, *, seeding: bool = Fals
     settings.set("STATE_CLAIM_LEASE", claim_lease(settings), "cmdline")
     middlewares = dict(settings.getdict("DOWNLOADER_MIDDLEWARES"))
     middlewares["aggregator.cluster.ratelimit.ClusterRateLimit"] = 50
+    if not seeding:
+        # the innermost: a stopping worker drops here what it put back in the queue
+        middlewares["aggregator.cluster.tracking.LeaseGate"] = 1000
+        # the outermost: what the scraper gets from each leased request's callback
+        spider_middlewares = dict(settings.getdict("SPIDER_MIDDLEWARES"))
+        spider_middlewares["aggregator.cluster.tracking.LeaseTracking"] = 0
+        settings.set("SPIDER_MIDDLEWARES", spider_middlewares, "cmdline")
     settings.set("DOWNLOADER_MIDDLEWARES", middlewares, "cmdline")
 
 
@@ -156,18 +166,44 @@ def stats_snapshot(stats: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _slot(crawler: Crawler) -> Any:
-    """The engine's slot, once the crawl has one. Private Scrapy API, used because nothing
-    public says when a request is completely done: the slot's `inprogress` holds a request
-    from its download until its response's callback output is scheduled and its items are
-    through the pipeline (no signal marks that moment), which is when its lease may be acked;
-    and `nextcall` is the only way to have an idle engine ask its scheduler now rather than at
-    its next 5 s heartbeat."""
-    try:
-        engine = crawler.engine
-    except RuntimeError:  # not started yet (Scrapy >= 2.18)
-        return None
-    return getattr(engine, "_slot", None) if engine is not None else None
+def _scheduler(crawler: Crawler) -> Any:
+    """The crawl's ClusterScheduler, once its engine has built it (it registers with the
+    crawl's LeaseTracker)."""
+    return lease_tracker(crawler).scheduler
+
+
+COMPONENT_SETTINGS = (
+    "ITEM_PIPELINES",
+    "SPIDER_MIDDLEWARES",
+    "DOWNLOADER_MIDDLEWARES",
+    "EXTENSIONS",
+    "DOWNLOAD_HANDLERS",
+)
+
+
+def warm_up(settings: Settings) -> int:
+    """Import the components a crawl builds (pipelines, middlewares, extensions, download
+    handlers), as the worker starts rather than in its first run: about half a second of CPU
+    per process that a long-lived worker pays once either way, but inside a run it competes
+    with the crawling on the machine. How many were imported."""
+    from scrapy.utils.misc import load_object
+
+    imported = 0
+    for name in COMPONENT_SETTINGS:
+        paths = {**settings.getdict(f"{name}_BASE"), **settings.getdict(name)}
+        for path, value in paths.items():
+            if name == "DOWNLOAD_HANDLERS" and path not in ("http", "https"):
+                continue
+            target = value if name == "DOWNLOAD_HANDLERS" else path
+            if not isinstance(target, str) or value is None:
+                continue
+            try:
+                load_object(target)
+            except Exception as exc:  # the crawl that builds it reports it properly
+                logger.debug("Not imported ahead: %s (%s)", target, exc)
+                continue
+            imported += 1
+    return imported
 
 
 class _SourceCrawl:
@@ -215,6 +251,7 @@ class ClusterWorker:
         """Run until stopped (SIGTERM/Ctrl-C) or idle for `until_idle` seconds."""
         from twisted.internet import reactor, task
 
+        warm_up(self.settings)
         self._loop = task.LoopingCall(self.tick)
         reactor.callWhenRunning(self._loop.start, TICK, now=True)
         self._poke = task.LoopingCall(self.poke)
@@ -263,6 +300,15 @@ class ClusterWorker:
             if reactor.running:
                 reactor.stop()
 
+        for crawl in self.crawls.values():
+            # requests not started go back to their queues now, not after CLUSTER_LEASE
+            try:
+                released = lease_tracker(crawl.crawler).stop()
+            except redis.RedisError as exc:
+                logger.error("Could not put back the requests not started: %s", exc)
+            else:
+                if released:
+                    logger.info("Source %s: %d request(s) back in the queue", crawl.name, released)
         stopped = self.process.stop()  # a Deferred, or a coroutine (Scrapy >= 2.14 async)
         if isinstance(stopped, Deferred):
             stopped.addBoth(stop_reactor)
@@ -314,18 +360,20 @@ class ClusterWorker:
             self._stop(f"idle for {self.until_idle}s")
 
     def poke(self) -> None:
-        """Have idle engines look at their queues (one pop each: a Lua script)."""
+        """Have idle crawls look at their queues (one pop each: a Lua script)."""
         for crawl in self.crawls.values():
-            slot = _slot(crawl.crawler)
-            if not crawl.done and slot is not None and not slot.inprogress:
-                slot.nextcall.schedule()
+            if crawl.done:
+                continue
+            try:
+                lease_tracker(crawl.crawler).wake()
+            except redis.RedisError:
+                return  # the tick says so
 
     def _reconcile(self, crawl: _SourceCrawl) -> None:
-        slot = _slot(crawl.crawler)
-        scheduler = getattr(slot, "scheduler", None)
-        if scheduler is None or not hasattr(scheduler, "reconcile"):
+        scheduler = _scheduler(crawl.crawler)
+        if scheduler is None:
             return
-        self.done_requests += scheduler.reconcile(slot.inprogress)
+        self.done_requests += scheduler.reconcile()
         if not crawl.done:
             self._report(crawl, final=False)
 
@@ -340,9 +388,7 @@ class ClusterWorker:
             "done": self.done_requests,
             "run": self.run_id,
             "in_flight": sum(
-                len(getattr(_slot(c.crawler), "inprogress", ()))
-                for c in self.crawls.values()
-                if not c.done
+                len(lease_tracker(c.crawler).leases) for c in self.crawls.values() if not c.done
             ),
             "sources": sorted(n for n, c in self.crawls.items() if not c.done),
         }
@@ -387,9 +433,9 @@ class ClusterWorker:
         _when_done(self.process.crawl(crawler, **source["arguments"]), finished)
 
     def _reconcile_final(self, crawl: _SourceCrawl) -> None:
-        scheduler = getattr(_slot(crawl.crawler), "scheduler", None)
-        if scheduler is not None and hasattr(scheduler, "reconcile"):
-            self.done_requests += scheduler.reconcile(set())
+        scheduler = _scheduler(crawl.crawler)
+        if scheduler is not None:
+            self.done_requests += scheduler.reconcile(final=True)
         self._report(crawl, final=True)
 
     def _report(self, crawl: _SourceCrawl, final: bool) -> None:
@@ -425,3 +471,4 @@ class ClusterSpiderMixin:
     def _cluster_idle(self) -> None:
         if not self.cluster_may_close():
             raise DontCloseSpider
+        lease_tracker(self.crawler).closing = True  # it closes now: pop nothing more
