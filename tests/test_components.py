@@ -17,8 +17,10 @@ from scrapy import Request, Spider, signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.http import HtmlResponse
 from scrapy.logformatter import LogFormatter
+from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
+from twisted.internet.error import DNSLookupError
 from twisted.python.failure import Failure
 
 from aggregator import settings as settings_module
@@ -36,7 +38,14 @@ from aggregator.state.claims import (
     claim_owner_of,
 )
 from aggregator.state.component import CrawlStateExtension, crawl_state
-from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
+from aggregator.state.pending import (
+    ArticleFailed,
+    PostNotWritten,
+    article_errback,
+    article_meta,
+    describe_failure,
+    pending_to_retry,
+)
 from aggregator.storage import StoreResult
 
 CHANNEL = Channel("qutoutiao", "新媒体", "趣头条", "分类", "趣头条")
@@ -792,3 +801,151 @@ def test_the_post_image_skips_placeholders_and_takes_http_covers_in_any_case(tmp
             {"url": "http://example.com/b", "body": "<p>text</p>", "cover": [cover]}
         )
         assert item["headimg"] is not None and item["headimg"].lower() == cover.lower()
+
+
+# --- the claim middleware's edges and the pending helpers ---------------------------------------
+def test_the_article_its_listing_claimed_passes_and_an_unclaimed_response_is_checked(tmp_path):
+    """The listing's claim covers the article's own page: its item is not claimed a second
+    time (claims are not re-entrant, so that would drop it). A response whose request carries
+    a key but no claim is no such page: its item is claimed like any other."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        (request,) = await collect(
+            middleware.process_spider_output(listing, aiter([detail_request("q-1")]))
+        )
+        page = HtmlResponse(request.url, body=b"", request=request)
+        own = await collect(middleware.process_spider_output(page, aiter([article("q-1")])))
+        await state.published.mark_published([("q-2", "out/q-2.md")])
+        unclaimed = HtmlResponse(
+            "http://example.com/d/q-2", body=b"", request=detail_request("q-2")
+        )
+        published = await collect(
+            middleware.process_spider_output(unclaimed, aiter([article("q-2")]))
+        )
+        return own, published
+
+    own, published = run(scenario())
+    assert [a.key for a in own] == ["q-1"]
+    assert published == []
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
+
+
+def test_what_holds_no_new_article_never_touches_the_state(tmp_path):
+    """A listing page without articles, or an article page's own item, needs no claim: it
+    goes through even when the crawl state could not be opened."""
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/x.sqlite3")
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    claimed = detail_request("q-1", **{CLAIMED: "me"})
+    page = HtmlResponse(claimed.url, body=b"", request=claimed)
+    next_page = Request("http://example.com/list?page=2", meta={NEXT_PAGE: True})
+
+    async def scenario():
+        return (
+            await collect(middleware.process_spider_output(listing, aiter([next_page, "x"]))),
+            await collect(middleware.process_spider_output(page, aiter([article("q-1")]))),
+        )
+
+    links, own = run(scenario())
+    assert links == [next_page, "x"] and [a.key for a in own] == ["q-1"]
+
+
+def test_a_fully_published_listing_stops_with_its_other_output_kept(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list?page=1", body=b"")
+    next_page = Request("http://example.com/list?page=2", meta={NEXT_PAGE: True})
+    other = {"title": "no key"}
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("a", "x")])
+        return await collect(
+            middleware.process_spider_output(
+                listing, aiter([detail_request("a"), other, next_page])
+            )
+        )
+
+    with caplog.at_level(logging.INFO, logger="aggregator.state.claims"):
+        kept = run(scenario())
+    assert kept == [other]
+    assert (
+        "Every article on the listing before http://example.com/list?page=2 is published: "
+        "stopping" in caplog.text
+    )
+
+
+def http_failure(status: int) -> Failure:
+    response = HtmlResponse("http://example.com/d/1", status=status, body=b"")
+    return Failure(HttpError(response, "Ignoring non-200 response"))
+
+
+def test_a_download_failure_becomes_an_article_failure_described_for_the_log():
+    with pytest.raises(ArticleFailed, match=r"^HTTP 503$") as failed:
+        article_errback(http_failure(503))
+    assert isinstance(failed.value.__cause__, HttpError)
+    assert describe_failure(Failure(DNSLookupError("no such host"))) == (
+        "DNSLookupError: DNS lookup failed: no such host."
+    )
+    with pytest.raises(ArticleFailed, match=r"^DNSLookupError: "):
+        article_errback(Failure(DNSLookupError("no such host")))
+
+
+def test_pending_to_retry_returns_the_sites_own_articles_oldest_first_and_clears_published(
+    tmp_path,
+):
+    crawler = project_crawler(tmp_path)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        for key, site, payload in [
+            ("p-old", "feed", {"feed": "a"}),
+            ("p-published", "feed", {"feed": "a"}),
+            ("p-other-feed", "feed", {"feed": "b"}),
+            ("p-other-site", "qutoutiao", {"feed": "a"}),
+            ("p-new", "feed", {"feed": "a"}),
+        ]:
+            await state.pending.add(site, key, payload, "HTTP 503")
+            await asyncio.sleep(0.01)  # first_at orders them
+        await state.published.mark_published([("p-published", "out/p.md")])
+        await state.pending.add("feed", "p-published", {"feed": "a"}, "HTTP 503")  # a stale entry
+        retry = await pending_to_retry(crawler, "feed", lambda payload: payload["feed"] == "a")
+        left = [a.key for a in await state.pending.list("feed")]
+        return [a.key for a in retry], left
+
+    retry, left = run(scenario())
+    assert retry == ["p-old", "p-new"]
+    assert left == ["p-old", "p-other-feed", "p-new"]  # the published one is cleared
+
+
+def test_a_failure_that_cannot_be_kept_is_logged_with_its_key(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/x.sqlite3")
+    component = crawl_state(crawler)
+    request = detail_request("q-7")
+
+    async def scenario():
+        try:
+            raise ArticleFailed("HTTP 502")
+        except ArticleFailed:
+            failure = Failure()
+        response = HtmlResponse(request.url, body=b"", request=request)
+        crawler.signals.send_catch_log(
+            signals.spider_error, failure=failure, response=response, spider=crawler.spider
+        )
+        while component._background:
+            await asyncio.gather(*component._background, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR):
+        run(scenario())
+    assert (
+        "Article q-7 <http://example.com/d/q-7> failed: HTTP 502; it will be retried next run"
+        in caplog.text
+    )
+    assert "Could not keep q-7 as pending" in caplog.text
+    assert "StateUnavailable" in caplog.text  # with the traceback
