@@ -698,7 +698,7 @@ def test_the_write_pipeline_dates_posts_in_post_timezone_and_keeps_the_record_ex
         await pipeline.open_spider()
         await pipeline.process_item(item)
 
-    with caplog.at_level(logging.DEBUG, logger="aggregator.pipelines.write"):
+    with caplog.at_level(logging.DEBUG):
         run(scenario())
     (record,) = storage.persisted
     assert record.published == published
@@ -752,7 +752,7 @@ def test_validate_logs_a_missing_time_and_stamps_whole_seconds_in_utc(tmp_path, 
     before_open = pipeline.process_item({"key": "k", "title": "t", "body": "b"})["published"]
     assert before_open.tzinfo is UTC  # usable even when open_spider was not called
     pipeline.open_spider()
-    with caplog.at_level(logging.INFO, logger="aggregator.pipelines.validate"):
+    with caplog.at_level(logging.INFO):
         item = pipeline.process_item(
             {"key": "k-1", "url": "http://example.com/k-1", "title": "t", "body": "b"}
         )
@@ -871,7 +871,7 @@ def test_a_fully_published_listing_stops_with_its_other_output_kept(tmp_path, ca
             )
         )
 
-    with caplog.at_level(logging.INFO, logger="aggregator.state.claims"):
+    with caplog.at_level(logging.INFO):
         kept = run(scenario())
     assert kept == [other]
     assert (
