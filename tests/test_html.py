@@ -21,7 +21,9 @@ from aggregator.render.html import (
     ImageProxy,
     NormalisedHtml,
     UnsafeHtml,
+    inner_html,
     normalise_html,
+    split_srcset,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qutoutiao"
@@ -827,6 +829,7 @@ def test_markup_like_text_in_other_attributes_or_text_is_untouched() -> None:
 @pytest.mark.parametrize(
     "html",
     ['<img alt="" src="/i/"{{.png">', '<img {x}="1" src="/a.png">', '<img src="/a.png" {="">'],
+    ids=["after-src", "braces", "lone-brace"],
 )
 def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
     result = norm(html)
@@ -834,3 +837,66 @@ def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
         f"{PX}https://news.example.com/i/"
     ]
     assert "{" not in result.html
+
+
+# --- what the allow-list keeps, the spiders' inner_html, the proxy's edges ------------------------
+def test_the_attributes_added_to_nh3s_allow_list_are_kept() -> None:
+    """Image sizing and captions, picture sources, link titles and video controls are the
+    article's presentation: they survive sanitising (nh3 alone would drop them)."""
+    result = norm(
+        '<img src="/a.png" title="t" sizes="50vw" srcset="/a.png 1x" referrerpolicy="origin">'
+        '<picture><source srcset="/b.png" type="image/png" media="(min-width: 1px)" '
+        'sizes="10vw" src="/b.mp4"></picture><a href="/x" title="link">x</a>'
+        '<video poster="/p.png" src="/v.mp4" controls width="2" height="3"></video>',
+        proxy=NO_PROXY,
+    )
+    root = lxml.html.fragment_fromstring(result.html, create_parent="div")
+    assert set(root.find(".//img").attrib) == {"src", "title", "sizes", "srcset", "referrerpolicy"}
+    assert set(root.find(".//source").attrib) == {"srcset", "type", "media", "sizes", "src"}
+    assert root.find(".//a").get("title") == "link"
+    assert set(root.find(".//video").attrib) == {"poster", "src", "controls", "width", "height"}
+
+
+def test_inner_html_keeps_escaped_text_and_the_children_as_html() -> None:
+    element = lxml.html.fromstring('<div>&lt;b&gt; say "hi" <p class="c">y</p>tail<br></div>')
+    assert inner_html(element) == '&lt;b&gt; say "hi" <p class="c">y</p>tail<br>'
+    assert inner_html(lxml.html.fromstring("<div><p>x</p></div>")) == "<p>x</p>"
+
+
+def test_split_srcset_is_public_for_the_image_mirror() -> None:
+    assert split_srcset(" a.png 1x,b.png  2x , c.png,") == [
+        ("a.png", "1x"),
+        ("b.png", "2x"),
+        ("c.png", ""),
+    ]
+
+
+def test_controls_in_attribute_values_and_breaks_in_addresses_are_removed() -> None:
+    result = norm('<img src="/a.png" alt="a\x01b"><a href="/x\ty\nz">l</a>', proxy=NO_PROXY)
+    assert 'alt="ab"' in result.html
+    assert f'href="{SITE}/xyz"' in result.html
+
+
+def test_hosts_are_trimmed_of_spaces_and_dots_and_blank_ones_ignored() -> None:
+    proxy = ImageProxy(hosts=[" . ", "XN--FIQS8S.CN. ", ""])
+    assert proxy.hosts == frozenset({"xn--fiqs8s.cn"})
+    assert proxy.apply("http://img.xn--fiqs8s.cn/a.png") == f"{PX}http://img.xn--fiqs8s.cn/a.png"
+    assert proxy.apply("http://other.cn/a.png") == "http://other.cn/a.png"
+
+
+@pytest.mark.parametrize(
+    ("template", "own"),
+    [
+        ("https://proxy.example/p?url=", "https://proxy.example/p"),
+        ("https://proxy.example?url=", "https://proxy.example"),
+        ("https://proxy.example?url=", "https://proxy.example/"),
+    ],
+    ids=["path", "no-path", "root"],
+)
+def test_the_proxys_own_address_is_not_proxied_whatever_its_path(template: str, own: str) -> None:
+    assert ImageProxy(template=template).apply(own) == own
+
+
+def test_a_template_that_is_no_valid_url_still_prefixes() -> None:
+    proxy = ImageProxy(template="http://[bad/?")
+    assert proxy.apply("http://h/a.png") == "http://[bad/?http://h/a.png"
