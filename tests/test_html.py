@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from aggregator.render.html import (
     ImageProxy,
     NormalisedHtml,
     UnsafeHtml,
+    inert_html,
     inner_html,
     normalise_html,
     split_srcset,
@@ -691,7 +693,7 @@ def test_an_image_that_stays_unproxied_fails_the_article(monkeypatch) -> None:
     rewriters = {k: v for k, v in html_module._REWRITERS.items() if k != "img"}
     monkeypatch.setattr(html_module, "_REWRITERS", rewriters)
     monkeypatch.setattr(html_module, "_REWRITTEN_TAGS", tuple(rewriters))
-    with pytest.raises(UnsafeHtml):
+    with pytest.raises(UnsafeHtml, match=r"^an image is not proxied or has no referrer policy"):
         norm('<img src="http://img.example.cn/a.png">')
     with pytest.raises(UnsafeHtml):  # proxied, but without its referrer policy
         norm(f'<img src="{PX}http://img.example.cn/a.png">')
@@ -900,3 +902,62 @@ def test_the_proxys_own_address_is_not_proxied_whatever_its_path(template: str, 
 def test_a_template_that_is_no_valid_url_still_prefixes() -> None:
     proxy = ImageProxy(template="http://[bad/?")
     assert proxy.apply("http://h/a.png") == "http://[bad/?http://h/a.png"
+
+
+# --- lazy sources next to real ones, hoisted content, what is left of nothing ------------------
+def test_a_lazy_srcset_takes_the_place_of_the_real_one_and_leaves_no_trace() -> None:
+    html = '<img srcset="/small.png 1x" src="/a.png" data-srcset="/big.png 2x" alt="x">'
+    assert img_attribute_names(norm(html, proxy=NO_PROXY).html) == [
+        ["srcset", "src", "alt", "referrerpolicy"]
+    ]
+    (attributes,) = img_attributes(norm(html, proxy=NO_PROXY).html)
+    assert attributes["srcset"] == f"{SITE}/big.png 2x"
+
+
+def test_a_picture_sources_lazy_srcset_is_used_and_an_unsafe_one_dropped() -> None:
+    result = norm(
+        '<picture><source data-srcset="/b.png 2x"><source data-srcset="javascript:x">'
+        '<source src="/v.mp4"></picture>',
+        proxy=NO_PROXY,
+    )
+    assert result.html == (
+        f'<picture><source srcset="{SITE}/b.png 2x"><source><source src="{SITE}/v.mp4"></picture>'
+    )
+
+
+def test_what_an_image_element_held_follows_it_in_order() -> None:
+    result = norm(
+        '<p><image src="/a.png">t<b>x</b><u>y</u></image><i>after</i></p>', proxy=NO_PROXY
+    )
+    assert result.html == (f'<p><img src="{SITE}/a.png" {POLICY}>t<b>x</b><u>y</u><i>after</i></p>')
+    bare = norm('<p><image src="/a.png"><b>x</b></image></p>', proxy=NO_PROXY)
+    assert bare.html == f'<p><img src="{SITE}/a.png" {POLICY}><b>x</b></p>'
+
+
+def test_text_after_a_math_annotation_is_kept() -> None:
+    result = norm(
+        "<p><math><semantics><mi>x</mi><annotation>TeX</annotation>+1</semantics></math></p>"
+    )
+    assert result.html == "<p>x+1</p>"
+
+
+def test_only_whitespace_left_is_nothing_and_control_references_go() -> None:
+    assert norm("<script>1</script> \n ").html == ""
+    assert norm("<p>a&#1;b</p>").html == "<p>ab</p>"
+
+
+@pytest.mark.parametrize("value", ["a<b", "a>b", 'a"b'], ids=["lt", "gt", "quot"])
+def test_one_markup_character_alone_is_taken_out_of_alt(value: str) -> None:
+    quoted = value.replace('"', "&quot;")
+    (attributes,) = img_attributes(norm(f'<img alt="{quoted}" src="/a.png">').html)
+    assert attributes["alt"] == "ab"
+
+
+def test_an_ordinary_article_is_sanitised_once_without_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        norm('<p>x<img src="/a.png"></p>')
+    assert caplog.text == ""
+
+
+def test_a_carriage_return_alone_is_a_line_break_too() -> None:
+    assert inert_html("<p>a\rb</p>\r") == "<p>a b</p>"
