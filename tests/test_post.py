@@ -340,7 +340,7 @@ def test_parse_front_matter_needs_two_delimiters():
 def test_multiline_emitter_output_is_refused(monkeypatch):
     monkeypatch.setattr(post_module.yaml, "serialize", lambda *a, **k: "k: 'a\n  b'\n")
     post_module._emit_with_pyyaml_cached.cache_clear()  # earlier tests' values are cached
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^YAML scalar for 'a tab.*is not a single line: "):
         render_front_matter(_fields(title="a tab\tgoes to PyYAML"))
 
 
