@@ -686,7 +686,7 @@ def test_an_image_the_rewrite_pass_misses_is_fixed_by_a_second_pass(monkeypatch,
     monkeypatch.setattr(html_module, "_KEPT_TAGS", html_module._KEPT_TAGS | {"image"})
     result = norm('<image src="http://img.example.cn/a.png">')
     assert result.html == f'<img src="{PX}http://img.example.cn/a.png" {POLICY}>'
-    assert "escaped the rewrite pass" in caplog.text
+    assert "An image escaped the rewrite pass; sanitising the article again" in caplog.messages
 
 
 def test_an_image_that_stays_unproxied_fails_the_article(monkeypatch) -> None:
@@ -961,3 +961,26 @@ def test_an_ordinary_article_is_sanitised_once_without_a_warning(caplog) -> None
 
 def test_a_carriage_return_alone_is_a_line_break_too() -> None:
     assert inert_html("<p>a\rb</p>\r") == "<p>a b</p>"
+
+
+def test_the_safety_net_checks_every_image_address(monkeypatch) -> None:
+    """Should the rewrite pass ever leave an image address alone (here: it only sets the
+    policy), the check after nh3 still refuses an unproxied src or srcset candidate and
+    lets through what needs no proxy."""
+
+    def policy_only(img, base_url, proxy) -> None:
+        img.set("referrerpolicy", "no-referrer")
+
+    rewriters = {**html_module._REWRITERS, "img": policy_only}
+    monkeypatch.setattr(html_module, "_REWRITERS", rewriters)
+    for html in [
+        '<img src="http://img.example.cn/a.png">',
+        f'<img src="{PX}http://a.cn/1.png" srcset="http://img.example.cn/b.png 2x">',
+    ]:
+        with pytest.raises(UnsafeHtml):
+            norm(html)
+    data = "data:image/png;base64,AAAA"
+    assert norm(f'<img src="{data}">').images == [data]
+    assert norm(f'<img src="{PX}http://a.cn/1.png">').images == [f"{PX}http://a.cn/1.png"]
+    unproxied = "http://img.example.cn/a.png"
+    assert norm(f'<img src="{unproxied}">', proxy=NO_PROXY).images == [unproxied]
