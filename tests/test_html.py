@@ -25,6 +25,7 @@ from aggregator.render.html import (
     inert_html,
     inner_html,
     normalise_html,
+    sanitise_html,
     split_srcset,
 )
 
@@ -943,6 +944,7 @@ def test_text_after_a_math_annotation_is_kept() -> None:
 
 def test_only_whitespace_left_is_nothing_and_control_references_go() -> None:
     assert norm("<script>1</script> \n ").html == ""
+    assert sanitise_html("<script>1</script> \n ", BASE, ImageProxy()) == ""
     assert norm("<p>a&#1;b</p>").html == "<p>ab</p>"
 
 
