@@ -14,14 +14,18 @@ from aggregator.pipelines.normalize import NormalizeHtmlPipeline
 from aggregator.pipelines.validate import ValidatePipeline
 from aggregator.pipelines.write import WritePipeline
 from scrapy import Request, Spider, signals
-from scrapy.exceptions import DropItem
+from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.http import HtmlResponse
+from scrapy.logformatter import LogFormatter
+from scrapy.spidermiddlewares.httperror import HttpError
 from scrapy.utils.test import get_crawler
 from twisted.internet import defer
+from twisted.internet.error import DNSLookupError
 from twisted.python.failure import Failure
 
 from aggregator import settings as settings_module
 from aggregator import stats as keys
+from aggregator.errors import ConfigError
 from aggregator.items import Article, Channel
 from aggregator.render.post import read_post
 from aggregator.state.claims import (
@@ -34,7 +38,14 @@ from aggregator.state.claims import (
     claim_owner_of,
 )
 from aggregator.state.component import CrawlStateExtension, crawl_state
-from aggregator.state.pending import ArticleFailed, PostNotWritten, article_meta
+from aggregator.state.pending import (
+    ArticleFailed,
+    PostNotWritten,
+    article_errback,
+    article_meta,
+    describe_failure,
+    pending_to_retry,
+)
 from aggregator.storage import StoreResult
 
 CHANNEL = Channel("qutoutiao", "新媒体", "趣头条", "分类", "趣头条")
@@ -404,14 +415,19 @@ def test_article_meta_lists_the_aliases_only_when_there_are_some():
 class Storage:
     """A storage that records what it was asked to keep (the pipeline is the subject)."""
 
-    def __init__(self, fail: bool = False, created: bool = True):
+    def __init__(self, fail=False, created=True, open_result=None, close_result=None):
         self.fail, self.created, self.persisted = fail, created, []
+        self.open_result, self.close_result = open_result, close_result
+        self.opened: list[Any] = []
+        self.closed: list[Any] = []
 
     def open(self, spider):
-        return None
+        self.opened.append(spider)
+        return self.open_result() if self.open_result else None
 
     def close(self, spider):
-        return None
+        self.closed.append(spider)
+        return self.close_result() if self.close_result else None
 
     def persist(self, record):
         if self.fail:
@@ -583,7 +599,7 @@ def test_normalize_records_images_resolves_against_base_url_and_falls_back_to_th
         }
     )
     assert cover["images"] == [] and cover["headimg"] == "http://cdn.example.com/c.jpg"
-    with pytest.raises(DropItem, match="nothing left after sanitising"):
+    with pytest.raises(DropItem, match=r"^nothing left after sanitising$"):
         pipeline.process_item({"url": "http://example.com/a/3", "body": "<script>1</script>"})
     assert crawler.stats.get_value(keys.dropped("empty_after_sanitising")) == 1
 
@@ -594,3 +610,346 @@ def test_the_crawl_state_is_one_component_the_crawler_owns(tmp_path):
     assert isinstance(component, CrawlStateExtension)
     assert crawl_state(crawler) is component
     assert component.state.uri == f"sqlite:///{tmp_path / 'state' / 'dedupe.sqlite3'}"
+
+
+# --- the pipelines' edges: unusable state or output, logs, drop levels --------------------------
+def drop_level(crawler, pipeline_call) -> int:
+    """The level Scrapy logs a DropItem at (the exception's own log_level, else the project's
+    DEFAULT_DROPITEM_LOG_LEVEL): what an operator sees of a dropped article."""
+    with pytest.raises(DropItem) as dropped:
+        pipeline_call()
+    formatter = LogFormatter.from_crawler(crawler)
+    return formatter.dropped({}, dropped.value, None, crawler.spider)["level"]
+
+
+def test_an_unusable_crawl_state_stops_the_crawl_before_anything_is_written(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(
+        tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/dedupe.sqlite3", OUTPUT_URI=""
+    )
+    storage = Storage()
+    pipeline = WritePipeline(crawler, storage)
+    with caplog.at_level(logging.ERROR), pytest.raises(CloseSpider) as stopped:
+        run(pipeline.open_spider())
+    assert stopped.value.reason == "state_unavailable"
+    (message,) = [m for m in caplog.messages if "crawl state" in m]
+    assert message.startswith(
+        f"Cannot use the crawl state: DEDUPE_URI sqlite:///{tmp_path}/a-file/"
+    )
+    assert storage.opened == []  # the destination is not even opened
+
+
+def test_an_unusable_output_directory_stops_the_crawl(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, OUTPUT_URI=str(tmp_path / "a-file" / "posts"))
+    pipeline = WritePipeline.from_crawler(crawler)
+    with caplog.at_level(logging.ERROR), pytest.raises(CloseSpider) as stopped:
+        run(pipeline.open_spider())
+    assert stopped.value.reason == "output_unavailable"
+    (message,) = [m for m in caplog.messages if "posts" in m]
+    assert message.startswith(
+        f"Cannot write posts: OUTPUT_URI {tmp_path}/a-file/posts: cannot create"
+    )
+
+
+def test_a_storage_that_opens_and_closes_later_is_waited_for(tmp_path, caplog):
+    """A storage may answer open/close with a Deferred (S3 checks its bucket, flushes its
+    manifest): a failure there must stop the crawl or reach the engine, not pass unseen."""
+    crawler = project_crawler(tmp_path)
+    refused = Storage(open_result=lambda: defer.fail(NotConfigured("bucket is gone")))
+    with caplog.at_level(logging.ERROR), pytest.raises(CloseSpider) as stopped:
+        run(WritePipeline(crawler, refused).open_spider())
+    assert stopped.value.reason == "output_unavailable"
+    assert "Cannot write posts: bucket is gone" in caplog.messages
+    assert refused.opened == [crawler.spider]
+
+    unflushed = Storage(close_result=lambda: defer.fail(OSError("manifest not flushed")))
+    pipeline = WritePipeline(crawler, unflushed)
+    with pytest.raises(OSError, match="manifest not flushed"):
+        run(pipeline.close_spider())
+    assert unflushed.closed == [crawler.spider]
+
+
+def test_the_write_pipeline_is_built_for_output_uri_and_refuses_an_unknown_one(tmp_path):
+    crawler = project_crawler(tmp_path, OUTPUT_URI=str(tmp_path / "posts"))
+    pipeline = WritePipeline.from_crawler(crawler)
+    assert pipeline.storage.directory == tmp_path / "posts"
+    run(pipeline.open_spider())
+    assert (tmp_path / "posts").is_dir()
+    with pytest.raises(ConfigError, match=r"^cannot write posts: "):
+        WritePipeline.from_crawler(project_crawler(tmp_path, OUTPUT_URI="ftp://host/posts"))
+
+
+def test_the_write_pipeline_dates_posts_in_post_timezone_and_keeps_the_record_exact(
+    tmp_path, caplog
+):
+    crawler = project_crawler(tmp_path, POST_TIMEZONE="Asia/Shanghai")
+    storage = Storage()
+    pipeline = WritePipeline(crawler, storage)
+    published = datetime(2022, 2, 2, 8, 8, 41, tzinfo=UTC)
+    item = {
+        "key": "t-1",
+        "site": "feed",
+        "url": "http://example.com/t-1",
+        "title": "t",
+        "body": "<p>b</p>",
+        "published": published,
+        "author": "作者",
+        "source": "来源",
+    }
+
+    async def scenario():
+        await pipeline.open_spider()
+        await pipeline.process_item(item)
+
+    with caplog.at_level(logging.DEBUG):
+        run(scenario())
+    (record,) = storage.persisted
+    assert record.published == published
+    front, _ = read_post(record.data.decode())
+    assert str(front["date"]) == "2022-02-02 16:08:41"  # Shanghai wall time
+    assert front["author"] == "作者"  # the item's author wins over its source
+    # no group or channel: empty categories, not a failed post
+    assert front["categories"] == ["", "来源", ""]
+    assert "Wrote t-1 <http://example.com/t-1> to out/t-1.md" in caplog.messages
+
+
+def test_an_item_with_neither_author_nor_categories_still_becomes_a_post(tmp_path):
+    storage = Storage()
+    pipeline = WritePipeline(project_crawler(tmp_path), storage)
+    item = {
+        "key": "t-2",
+        "site": "feed",
+        "url": "http://example.com/t-2",
+        "title": "t",
+        "body": "<p>b</p>",
+        "published": datetime(2022, 2, 2, tzinfo=UTC),
+    }
+
+    async def scenario():
+        await pipeline.open_spider()
+        await pipeline.process_item(item)
+
+    run(scenario())
+    front, _ = read_post(storage.persisted[0].data.decode())
+    assert front["categories"] == ["", "", ""] and front["author"] == ""
+
+
+def test_an_already_stored_post_is_dropped_at_info_and_bad_items_at_warning(tmp_path):
+    """Another writer's copy is routine (INFO); an article without title or body, or with
+    nothing left after sanitising, is worth a warning whatever the project's default."""
+    crawler = project_crawler(tmp_path, DEFAULT_DROPITEM_LOG_LEVEL="DEBUG")
+    pipeline = WritePipeline(crawler, Storage(created=False))
+    run(pipeline.open_spider())
+    assert drop_level(crawler, lambda: run(pipeline.process_item(article("q-1")))) == logging.INFO
+    validate = ValidatePipeline.from_crawler(crawler)
+    assert drop_level(crawler, lambda: validate.process_item({"title": "", "body": "x"})) == (
+        logging.WARNING
+    )
+    normalize = NormalizeHtmlPipeline.from_crawler(crawler)
+    empty = {"url": "http://example.com/a", "body": "<script>1</script>"}
+    assert drop_level(crawler, lambda: normalize.process_item(empty)) == logging.WARNING
+
+
+def test_validate_logs_a_missing_time_and_stamps_whole_seconds_in_utc(tmp_path, caplog):
+    pipeline = ValidatePipeline.from_crawler(project_crawler(tmp_path))
+    before_open = pipeline.process_item({"key": "k", "title": "t", "body": "b"})["published"]
+    assert before_open.tzinfo is UTC  # usable even when open_spider was not called
+    pipeline.open_spider()
+    with caplog.at_level(logging.INFO):
+        item = pipeline.process_item(
+            {"key": "k-1", "url": "http://example.com/k-1", "title": "t", "body": "b"}
+        )
+    stamp = item["published"]
+    assert stamp.tzinfo is UTC and stamp.microsecond == 0  # rendered dates have no fraction
+    assert "No valid publish time for k-1 <http://example.com/k-1>: using the crawl time" in (
+        caplog.messages
+    )
+    assert item["author"] == ""  # neither author nor source
+    kept = pipeline.process_item({"title": "t", "body": "b", "author": "作者", "source": "来源"})
+    assert kept["author"] == "作者"
+
+
+def test_normalize_fails_the_article_it_cannot_read_and_proxies_only_the_listed_hosts(tmp_path):
+    crawler = project_crawler(
+        tmp_path, IMAGE_PROXY="https://proxy.example/?", IMAGE_PROXY_HOSTS=["cdn.example.com"]
+    )
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    item = pipeline.process_item(
+        {
+            "url": "http://example.com/a",
+            "body": '<img src="http://cdn.example.com/1.png"><img src="http://other.example/2.png">',
+        }
+    )
+    assert item["images"] == [
+        "https://proxy.example/?http://cdn.example.com/1.png",
+        "http://other.example/2.png",
+    ]
+    with pytest.raises(ArticleFailed, match=r"^could not normalise its HTML: AttributeError\("):
+        pipeline.process_item({"url": "http://example.com/b", "body": b"<p>bytes</p>"})
+
+
+def test_the_post_image_skips_placeholders_and_takes_http_covers_in_any_case(tmp_path):
+    crawler = project_crawler(tmp_path, IMAGE_PROXY="", IMAGE_PROXY_HOSTS=[])
+    pipeline = NormalizeHtmlPipeline.from_crawler(crawler)
+    placeholder = 'src="data:image/gif;base64,R0lGODlhAQABAAAAACw="'
+    item = pipeline.process_item(
+        {
+            "url": "http://example.com/a",
+            "body": f'<p>x<img {placeholder}><img src="http://example.com/real.png"></p>',
+        }
+    )
+    assert item["headimg"] == "http://example.com/real.png"
+    for cover in ("HTTP://cdn.example.com/c.jpg", "https://cdn.example.com/c.jpg"):
+        item = pipeline.process_item(
+            {"url": "http://example.com/b", "body": "<p>text</p>", "cover": [cover]}
+        )
+        assert item["headimg"] is not None and item["headimg"].lower() == cover.lower()
+
+
+# --- the claim middleware's edges and the pending helpers ---------------------------------------
+def test_the_article_its_listing_claimed_passes_and_an_unclaimed_response_is_checked(tmp_path):
+    """The listing's claim covers the article's own page: its item is not claimed a second
+    time (claims are not re-entrant, so that would drop it). A response whose request carries
+    a key but no claim is no such page: its item is claimed like any other."""
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        (request,) = await collect(
+            middleware.process_spider_output(listing, aiter([detail_request("q-1")]))
+        )
+        page = HtmlResponse(request.url, body=b"", request=request)
+        own = await collect(middleware.process_spider_output(page, aiter([article("q-1")])))
+        await state.published.mark_published([("q-2", "out/q-2.md")])
+        unclaimed = HtmlResponse(
+            "http://example.com/d/q-2", body=b"", request=detail_request("q-2")
+        )
+        published = await collect(
+            middleware.process_spider_output(unclaimed, aiter([article("q-2")]))
+        )
+        return own, published
+
+    own, published = run(scenario())
+    assert [a.key for a in own] == ["q-1"]
+    assert published == []
+    assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
+
+
+def test_what_holds_no_new_article_never_touches_the_state(tmp_path):
+    """A listing page without articles, or an article page's own item, needs no claim: it
+    goes through even when the crawl state could not be opened."""
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/x.sqlite3")
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list", body=b"")
+    claimed = detail_request("q-1", **{CLAIMED: "me"})
+    page = HtmlResponse(claimed.url, body=b"", request=claimed)
+    next_page = Request("http://example.com/list?page=2", meta={NEXT_PAGE: True})
+
+    async def scenario():
+        return (
+            await collect(middleware.process_spider_output(listing, aiter([next_page, "x"]))),
+            await collect(middleware.process_spider_output(page, aiter([article("q-1")]))),
+        )
+
+    links, own = run(scenario())
+    assert links == [next_page, "x"] and [a.key for a in own] == ["q-1"]
+
+
+def test_a_fully_published_listing_stops_with_its_other_output_kept(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    middleware = ClaimMiddleware.from_crawler(crawler)
+    listing = HtmlResponse("http://example.com/list?page=1", body=b"")
+    next_page = Request("http://example.com/list?page=2", meta={NEXT_PAGE: True})
+    other = {"title": "no key"}
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([("a", "x")])
+        return await collect(
+            middleware.process_spider_output(
+                listing, aiter([detail_request("a"), other, next_page])
+            )
+        )
+
+    with caplog.at_level(logging.INFO):
+        kept = run(scenario())
+    assert kept == [other]
+    assert (
+        "Every article on the listing before http://example.com/list?page=2 is published: "
+        "stopping" in caplog.messages
+    )
+
+
+def http_failure(status: int) -> Failure:
+    response = HtmlResponse("http://example.com/d/1", status=status, body=b"")
+    return Failure(HttpError(response, "Ignoring non-200 response"))
+
+
+def test_a_download_failure_becomes_an_article_failure_described_for_the_log():
+    with pytest.raises(ArticleFailed, match=r"^HTTP 503$") as failed:
+        article_errback(http_failure(503))
+    assert isinstance(failed.value.__cause__, HttpError)
+    assert describe_failure(Failure(DNSLookupError("no such host"))) == (
+        "DNSLookupError: DNS lookup failed: no such host."
+    )
+    with pytest.raises(ArticleFailed, match=r"^DNSLookupError: "):
+        article_errback(Failure(DNSLookupError("no such host")))
+
+
+def test_pending_to_retry_returns_the_sites_own_articles_oldest_first_and_clears_published(
+    tmp_path,
+):
+    crawler = project_crawler(tmp_path)
+
+    async def scenario():
+        state = await crawl_state(crawler).open()
+        for key, site, payload in [
+            ("p-old", "feed", {"feed": "a"}),
+            ("p-published", "feed", {"feed": "a"}),
+            ("p-other-feed", "feed", {"feed": "b"}),
+            ("p-other-site", "qutoutiao", {"feed": "a"}),
+            ("p-new", "feed", {"feed": "a"}),
+        ]:
+            await state.pending.add(site, key, payload, "HTTP 503")
+            await asyncio.sleep(0.01)  # first_at orders them
+        await state.published.mark_published([("p-published", "out/p.md")])
+        await state.pending.add("feed", "p-published", {"feed": "a"}, "HTTP 503")  # a stale entry
+        retry = await pending_to_retry(crawler, "feed", lambda payload: payload["feed"] == "a")
+        left = [a.key for a in await state.pending.list("feed")]
+        return [a.key for a in retry], left
+
+    retry, left = run(scenario())
+    assert retry == ["p-old", "p-new"]
+    assert left == ["p-old", "p-other-feed", "p-new"]  # the published one is cleared
+
+
+def test_a_failure_that_cannot_be_kept_is_logged_with_its_key(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/x.sqlite3")
+    component = crawl_state(crawler)
+    request = detail_request("q-7")
+
+    async def scenario():
+        try:
+            raise ArticleFailed("HTTP 502")
+        except ArticleFailed:
+            failure = Failure()
+        response = HtmlResponse(request.url, body=b"", request=request)
+        crawler.signals.send_catch_log(
+            signals.spider_error, failure=failure, response=response, spider=crawler.spider
+        )
+        while component._background:
+            await asyncio.gather(*component._background, return_exceptions=True)
+
+    with caplog.at_level(logging.ERROR):
+        run(scenario())
+    assert (
+        "Article q-7 <http://example.com/d/q-7> failed: HTTP 502; it will be retried next run"
+        in caplog.messages
+    )
+    assert "Could not keep q-7 as pending" in caplog.messages
+    assert "StateUnavailable" in caplog.text  # with the traceback

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -21,7 +22,11 @@ from aggregator.render.html import (
     ImageProxy,
     NormalisedHtml,
     UnsafeHtml,
+    inert_html,
+    inner_html,
     normalise_html,
+    sanitise_html,
+    split_srcset,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "qutoutiao"
@@ -682,14 +687,14 @@ def test_an_image_the_rewrite_pass_misses_is_fixed_by_a_second_pass(monkeypatch,
     monkeypatch.setattr(html_module, "_KEPT_TAGS", html_module._KEPT_TAGS | {"image"})
     result = norm('<image src="http://img.example.cn/a.png">')
     assert result.html == f'<img src="{PX}http://img.example.cn/a.png" {POLICY}>'
-    assert "escaped the rewrite pass" in caplog.text
+    assert "An image escaped the rewrite pass; sanitising the article again" in caplog.messages
 
 
 def test_an_image_that_stays_unproxied_fails_the_article(monkeypatch) -> None:
     rewriters = {k: v for k, v in html_module._REWRITERS.items() if k != "img"}
     monkeypatch.setattr(html_module, "_REWRITERS", rewriters)
     monkeypatch.setattr(html_module, "_REWRITTEN_TAGS", tuple(rewriters))
-    with pytest.raises(UnsafeHtml):
+    with pytest.raises(UnsafeHtml, match=r"^an image is not proxied or has no referrer policy"):
         norm('<img src="http://img.example.cn/a.png">')
     with pytest.raises(UnsafeHtml):  # proxied, but without its referrer policy
         norm(f'<img src="{PX}http://img.example.cn/a.png">')
@@ -827,6 +832,7 @@ def test_markup_like_text_in_other_attributes_or_text_is_untouched() -> None:
 @pytest.mark.parametrize(
     "html",
     ['<img alt="" src="/i/"{{.png">', '<img {x}="1" src="/a.png">', '<img src="/a.png" {="">'],
+    ids=["after-src", "braces", "lone-brace"],
 )
 def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
     result = norm(html)
@@ -834,3 +840,149 @@ def test_odd_attribute_names_on_images_never_raise(html: str) -> None:
         f"{PX}https://news.example.com/i/"
     ]
     assert "{" not in result.html
+
+
+# --- what the allow-list keeps, the spiders' inner_html, the proxy's edges ------------------------
+def test_the_attributes_added_to_nh3s_allow_list_are_kept() -> None:
+    """Image sizing and captions, picture sources, link titles and video controls are the
+    article's presentation: they survive sanitising (nh3 alone would drop them)."""
+    result = norm(
+        '<img src="/a.png" title="t" sizes="50vw" srcset="/a.png 1x" referrerpolicy="origin">'
+        '<picture><source srcset="/b.png" type="image/png" media="(min-width: 1px)" '
+        'sizes="10vw" src="/b.mp4"></picture><a href="/x" title="link">x</a>'
+        '<video poster="/p.png" src="/v.mp4" controls width="2" height="3"></video>',
+        proxy=NO_PROXY,
+    )
+    root = lxml.html.fragment_fromstring(result.html, create_parent="div")
+    assert set(root.find(".//img").attrib) == {"src", "title", "sizes", "srcset", "referrerpolicy"}
+    assert set(root.find(".//source").attrib) == {"srcset", "type", "media", "sizes", "src"}
+    assert root.find(".//a").get("title") == "link"
+    assert set(root.find(".//video").attrib) == {"poster", "src", "controls", "width", "height"}
+
+
+def test_inner_html_keeps_escaped_text_and_the_children_as_html() -> None:
+    element = lxml.html.fromstring('<div>&lt;b&gt; say "hi" <p class="c">y</p>tail<br></div>')
+    assert inner_html(element) == '&lt;b&gt; say "hi" <p class="c">y</p>tail<br>'
+    assert inner_html(lxml.html.fromstring("<div><p>x</p></div>")) == "<p>x</p>"
+
+
+def test_split_srcset_is_public_for_the_image_mirror() -> None:
+    assert split_srcset(" a.png 1x,b.png  2x , c.png,") == [
+        ("a.png", "1x"),
+        ("b.png", "2x"),
+        ("c.png", ""),
+    ]
+
+
+def test_controls_in_attribute_values_and_breaks_in_addresses_are_removed() -> None:
+    result = norm('<img src="/a.png" alt="a\x01b"><a href="/x\ty\nz">l</a>', proxy=NO_PROXY)
+    assert 'alt="ab"' in result.html
+    assert f'href="{SITE}/xyz"' in result.html
+
+
+def test_hosts_are_trimmed_of_spaces_and_dots_and_blank_ones_ignored() -> None:
+    proxy = ImageProxy(hosts=[" . ", "XN--FIQS8S.CN. ", ""])
+    assert proxy.hosts == frozenset({"xn--fiqs8s.cn"})
+    assert proxy.apply("http://img.xn--fiqs8s.cn/a.png") == f"{PX}http://img.xn--fiqs8s.cn/a.png"
+    assert proxy.apply("http://other.cn/a.png") == "http://other.cn/a.png"
+
+
+@pytest.mark.parametrize(
+    ("template", "own"),
+    [
+        ("https://proxy.example/p?url=", "https://proxy.example/p"),
+        ("https://proxy.example?url=", "https://proxy.example"),
+        ("https://proxy.example?url=", "https://proxy.example/"),
+    ],
+    ids=["path", "no-path", "root"],
+)
+def test_the_proxys_own_address_is_not_proxied_whatever_its_path(template: str, own: str) -> None:
+    assert ImageProxy(template=template).apply(own) == own
+
+
+def test_a_template_that_is_no_valid_url_still_prefixes() -> None:
+    proxy = ImageProxy(template="http://[bad/?")
+    assert proxy.apply("http://h/a.png") == "http://[bad/?http://h/a.png"
+
+
+# --- lazy sources next to real ones, hoisted content, what is left of nothing ------------------
+def test_a_lazy_srcset_takes_the_place_of_the_real_one_and_leaves_no_trace() -> None:
+    html = '<img srcset="/small.png 1x" src="/a.png" data-srcset="/big.png 2x" alt="x">'
+    assert img_attribute_names(norm(html, proxy=NO_PROXY).html) == [
+        ["srcset", "src", "alt", "referrerpolicy"]
+    ]
+    (attributes,) = img_attributes(norm(html, proxy=NO_PROXY).html)
+    assert attributes["srcset"] == f"{SITE}/big.png 2x"
+
+
+def test_a_picture_sources_lazy_srcset_is_used_and_an_unsafe_one_dropped() -> None:
+    result = norm(
+        '<picture><source data-srcset="/b.png 2x"><source data-srcset="javascript:x">'
+        '<source src="/v.mp4"></picture>',
+        proxy=NO_PROXY,
+    )
+    assert result.html == (
+        f'<picture><source srcset="{SITE}/b.png 2x"><source><source src="{SITE}/v.mp4"></picture>'
+    )
+
+
+def test_what_an_image_element_held_follows_it_in_order() -> None:
+    result = norm(
+        '<p><image src="/a.png">t<b>x</b><u>y</u></image><i>after</i></p>', proxy=NO_PROXY
+    )
+    assert result.html == (f'<p><img src="{SITE}/a.png" {POLICY}>t<b>x</b><u>y</u><i>after</i></p>')
+    bare = norm('<p><image src="/a.png"><b>x</b></image></p>', proxy=NO_PROXY)
+    assert bare.html == f'<p><img src="{SITE}/a.png" {POLICY}><b>x</b></p>'
+
+
+def test_text_after_a_math_annotation_is_kept() -> None:
+    result = norm(
+        "<p><math><semantics><mi>x</mi><annotation>TeX</annotation>+1</semantics></math></p>"
+    )
+    assert result.html == "<p>x+1</p>"
+
+
+def test_only_whitespace_left_is_nothing_and_control_references_go() -> None:
+    assert norm("<script>1</script> \n ").html == ""
+    assert sanitise_html("<script>1</script> \n ", BASE, ImageProxy()) == ""
+    assert norm("<p>a&#1;b</p>").html == "<p>ab</p>"
+
+
+@pytest.mark.parametrize("value", ["a<b", "a>b", 'a"b'], ids=["lt", "gt", "quot"])
+def test_one_markup_character_alone_is_taken_out_of_alt(value: str) -> None:
+    quoted = value.replace('"', "&quot;")
+    (attributes,) = img_attributes(norm(f'<img alt="{quoted}" src="/a.png">').html)
+    assert attributes["alt"] == "ab"
+
+
+def test_an_ordinary_article_is_sanitised_once_without_a_warning(caplog) -> None:
+    with caplog.at_level(logging.WARNING):
+        norm('<p>x<img src="/a.png"></p>')
+    assert caplog.text == ""
+
+
+def test_a_carriage_return_alone_is_a_line_break_too() -> None:
+    assert inert_html("<p>a\rb</p>\r") == "<p>a b</p>"
+
+
+def test_the_safety_net_checks_every_image_address(monkeypatch) -> None:
+    """Should the rewrite pass ever leave an image address alone (here: it only sets the
+    policy), the check after nh3 still refuses an unproxied src or srcset candidate and
+    lets through what needs no proxy."""
+
+    def policy_only(img, base_url, proxy) -> None:
+        img.set("referrerpolicy", "no-referrer")
+
+    rewriters = {**html_module._REWRITERS, "img": policy_only}
+    monkeypatch.setattr(html_module, "_REWRITERS", rewriters)
+    for html in [
+        '<img src="http://img.example.cn/a.png">',
+        f'<img src="{PX}http://a.cn/1.png" srcset="http://img.example.cn/b.png 2x">',
+    ]:
+        with pytest.raises(UnsafeHtml):
+            norm(html)
+    data = "data:image/png;base64,AAAA"
+    assert norm(f'<img src="{data}">').images == [data]
+    assert norm(f'<img src="{PX}http://a.cn/1.png">').images == [f"{PX}http://a.cn/1.png"]
+    unproxied = "http://img.example.cn/a.png"
+    assert norm(f'<img src="{unproxied}">', proxy=NO_PROXY).images == [unproxied]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +358,95 @@ def test_an_unknown_scheme_or_a_pathless_sqlite_uri_is_a_config_error():
         check_state_settings(Settings({**settings, "DEDUPE_URI": "nosuch://x"}))
     with pytest.raises(ConfigError, match="needs a file path"):
         check_state_settings(Settings({**settings, "DEDUPE_URI": "sqlite://"}))
+
+
+# --- the SQLite store's own edges -------------------------------------------------------------
+def sqlite_state(tmp_path: Path) -> SqliteCrawlState:
+    return SqliteCrawlState(f"sqlite:///{tmp_path}/state.sqlite3")
+
+
+def test_a_failed_batch_is_rolled_back_whole_and_the_store_goes_on(tmp_path):
+    """A batch that fails half-way leaves nothing of itself (no post half-marked published) and
+    the connection usable: the next call is not refused as "within a transaction"."""
+
+    async def test():
+        state = sqlite_state(tmp_path)
+        await state.open()
+        try:
+            with pytest.raises(sqlite3.IntegrityError):
+                await state.published.mark_published([("a", "out/a.md"), ("b", None)])
+            await state.published.mark_published([("c", "out/c.md")])
+            return await state.published.published_among(["a", "b", "c"])
+        finally:
+            await state.close()
+
+    assert asyncio.run(test()) == {"c"}
+
+
+def test_a_closed_store_leaves_a_complete_file_and_closing_twice_is_harmless(tmp_path):
+    """The engine closes the store whether or not anything opened it; a closed store has
+    checkpointed its write-ahead log into the file another tool may copy."""
+
+    async def test():
+        never_opened = SqliteCrawlState(f"sqlite:///{tmp_path}/unused.sqlite3")
+        await never_opened.close()
+        state = sqlite_state(tmp_path)
+        await state.open()
+        await state.published.mark_published([("k", "out/k.md")])
+        await state.close()
+        await state.close()
+
+    asyncio.run(test())
+    assert not (tmp_path / "state.sqlite3-wal").exists()
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.sqlite3")) as conn:
+        assert conn.execute("SELECT key FROM published").fetchall() == [("k",)]
+
+
+def test_the_sqlite_store_serves_other_threads(tmp_path):
+    """Commands and tests use the store from threads other than the one that opened it."""
+
+    async def test():
+        state = sqlite_state(tmp_path)
+        await state.open()
+        try:
+            await state.published.mark_published([("k", "out/k.md")])
+            with ThreadPoolExecutor(1) as pool:
+                return pool.submit(state.published.published_among_now, ["k", "x"]).result()
+        finally:
+            await state.close()
+
+    assert asyncio.run(test()) == {"k"}
+
+
+def test_a_sqlite_uri_with_a_host_is_refused():
+    for uri in ("sqlite://host/state.sqlite3", "file:///state.sqlite3"):
+        with pytest.raises(ConfigError, match="needs a file path"):
+            SqliteCrawlState.check_uri(uri)
+
+
+def test_the_near_duplicate_index_lives_in_the_state_file(tmp_path):
+    """`near_duplicates` hands out an index over the state's own connection and the given
+    parameters: a repost is found, and the index's tables are in the state's file."""
+    from aggregator.neardup.fingerprint import Fingerprinter
+    from aggregator.neardup.index import IndexParams
+
+    fingerprinter = Fingerprinter()
+    params = IndexParams(128, 10, 3, 0.55, fingerprint=fingerprinter.spec)
+    text = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(600))
+
+    async def test():
+        state = sqlite_state(tmp_path)
+        await state.open()
+        try:
+            index = state.near_duplicates(params)
+            await index.open()
+            first = await index.check_and_add("a", fingerprinter.signature(f"<p>{text}</p>"), 1e9)
+            copy = fingerprinter.signature(f"<p>{text}</p><p>广告</p>")
+            return index.params, first, await index.check_and_add("b", copy, 1e9 + 60)
+        finally:
+            await state.close()
+
+    used, first, match = asyncio.run(test())
+    assert used == params and first is None and match is not None and match.key == "a"
+    with contextlib.closing(sqlite3.connect(tmp_path / "state.sqlite3")) as conn:
+        assert conn.execute("SELECT key FROM nd_article ORDER BY key").fetchall() == [("a",)]
