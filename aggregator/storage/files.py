@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
@@ -10,11 +12,13 @@ from urllib.parse import unquote, urlparse
 from scrapy.exceptions import NotConfigured
 from twisted.internet import threads
 
-from aggregator.atomicfile import write_atomically
+from aggregator.atomicfile import fsync_directory, stage_file, write_atomically
 from aggregator.keys import is_safe_key
 from aggregator.storage import PostRecord, StoreResult
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from scrapy import Spider
     from scrapy.crawler import Crawler
     from twisted.internet.defer import Deferred
@@ -25,13 +29,18 @@ __all__ = ["FilePostStorage"]
 class FilePostStorage:
     """One file per post in a directory, `<key>.md`, written atomically: a temp file in the same
     directory, flushed and fsynced, then renamed over the target, so readers (Hexo, rsync) never
-    see half a post and a crash never leaves one. Writes run in the reactor's thread pool
-    (REACTOR_THREADPOOL_MAXSIZE bounds them); two writes of one key never overlap, since the
-    dedupe pipeline lets a key through once per run."""
+    see half a post and a crash never leaves one. Two writes of one key never overlap, since the
+    claim middleware lets a key through once per run.
+
+    The write pipeline hands posts over in batches (`persist_batch`, its group commit): one
+    hand-off to this storage's writer thread per batch, each post staged and synced, all renamed,
+    then the directory synced once. `persist` (one post, in the reactor's thread pool) serves
+    callers without an asyncio loop."""
 
     def __init__(self, uri: str, *, fsync: bool = True):
         self.directory = Path(_path_from_uri(uri))
         self.fsync = fsync
+        self._writer: ThreadPoolExecutor | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, uri: str) -> FilePostStorage:
@@ -58,10 +67,64 @@ class FilePostStorage:
     def _write(self, post: PostRecord) -> StoreResult:
         target = self.path_for(post.key)
         write_atomically(target, post.data, fsync=self.fsync)
+        if self.fsync:
+            fsync_directory(self.directory)  # the rename is durable too
         return StoreResult(location=str(target))
 
+    async def persist_batch(self, posts: Sequence[PostRecord]) -> list[StoreResult | Exception]:
+        """Write `posts` in one hand-off to the writer thread (blocking I/O stays off the
+        reactor thread); see `write_batch` for what each outcome vouches for."""
+        if self._writer is None:
+            # One thread: the pipeline commits one batch at a time, and a thread of its own
+            # keeps batches off the pool that DNS look-ups and other blocking work share.
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="post-writer")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._writer, self.write_batch, posts
+        )
+
+    def write_batch(self, posts: Sequence[PostRecord]) -> list[StoreResult | Exception]:
+        """Write every post; return, in order, a StoreResult for each post that is durably in
+        place or the exception that stopped it. Each post is staged (temp file written and,
+        with fsync, synced), then the staged ones are renamed into place and the directory is
+        synced once for all the renames. A post that fails is left out (no temp file stays);
+        should the directory sync fail, no post of the batch is vouched for: each gets the
+        error, though its file may be in place (the next run writes the same bytes again)."""
+        outcomes: list[StoreResult | Exception] = []
+        staged: list[tuple[int, Path, Path]] = []  # (index, temp file, target)
+        renamed: list[int] = []
+        attempted = 0
+        try:
+            for index, post in enumerate(posts):
+                try:
+                    target = self.path_for(post.key)
+                    staged.append((index, stage_file(target, post.data, fsync=self.fsync), target))
+                    outcomes.append(StoreResult(location=str(target)))
+                except Exception as exc:  # this post only; the others go on
+                    outcomes.append(exc)
+            for index, tmp, target in staged:
+                attempted += 1
+                try:
+                    os.replace(tmp, target)
+                except OSError as exc:
+                    tmp.unlink(missing_ok=True)
+                    outcomes[index] = exc
+                    continue
+                renamed.append(index)
+        finally:
+            for _, tmp, _ in staged[attempted:]:  # an error escaped: leave no temp file behind
+                tmp.unlink(missing_ok=True)
+        if renamed and self.fsync:
+            try:
+                fsync_directory(self.directory)
+            except OSError as exc:
+                for index in renamed:
+                    outcomes[index] = exc
+        return outcomes
+
     def close(self, spider: Spider) -> None:
-        return None
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # idle: the pipeline has awaited every batch
+            self._writer = None
 
 
 def _path_from_uri(uri: str) -> str:
