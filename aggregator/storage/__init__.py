@@ -88,6 +88,19 @@ def build_post_storage(crawler: Crawler) -> Any:
     return storage_class.from_crawler(crawler, uri)
 
 
+def _check_batching(settings: BaseSettings) -> None:
+    """OUTPUT_BATCH_SIZE must be a whole number >= 1, OUTPUT_BATCH_DELAY seconds >= 0."""
+    try:
+        size = settings.getint("OUTPUT_BATCH_SIZE", 100)
+        delay = settings.getfloat("OUTPUT_BATCH_DELAY", 0.1)
+    except ValueError as exc:
+        raise ConfigError(f"OUTPUT_BATCH_SIZE / OUTPUT_BATCH_DELAY: {exc}") from exc
+    if size < 1:
+        raise ConfigError(f"OUTPUT_BATCH_SIZE must be 1 or more, not {size}")
+    if not delay >= 0:  # NaN too
+        raise ConfigError(f"OUTPUT_BATCH_DELAY must be 0 or more seconds, not {delay}")
+
+
 def check_output_settings(settings: BaseSettings) -> None:
     """Raise ConfigError when OUTPUT_URI or its backend's settings cannot work, without touching
     the destination. Commands call it before anything starts, so a typo is exit status 2 rather
@@ -99,6 +112,7 @@ def check_output_settings(settings: BaseSettings) -> None:
             check(uri, settings)
     except NotConfigured as exc:
         raise ConfigError(str(exc)) from exc
+    _check_batching(settings)
     # Mirrored images are output too (IMAGES_MIRROR_*; nothing to check when mirroring is off).
     from aggregator.images.settings import check_image_settings
 
