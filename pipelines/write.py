@@ -202,7 +202,7 @@ class WritePipeline:
         except StateUnavailable as exc:
             logger.error("Cannot use the crawl state: %s", exc)
             raise CloseSpider("state_unavailable") from exc
-        if hasattr(self.storage, "persist_batch"):
+        if hasattr(self.storage, "persist_batch") and _asyncio_loop_running():
             self.group = GroupCommit(
                 self.storage, self.state.published, size=self.batch_size, delay=self.batch_delay
             )
@@ -244,9 +244,9 @@ class WritePipeline:
 
     async def _commit(self, record: PostRecord) -> StoreResult:
         """Store the post, then mark it published: in a group when the storage writes batches
-        and an asyncio loop runs (Scrapy's default reactor), else alone."""
+        and an asyncio loop runs (Scrapy's default reactor; see open_spider), else alone."""
         assert self.state is not None, "open_spider opens the state"
-        if self.group is not None and _asyncio_loop_running():
+        if self.group is not None:
             return await self.group.commit(record)
         try:
             result: StoreResult = await maybe_deferred_to_future(self.storage.persist(record))

@@ -137,3 +137,14 @@ def test_a_crawl_killed_while_writing_loses_no_marked_post_and_the_next_run_comp
         assert state.published_among(keys_of(generated)) == set(keys_of(generated))
     finally:
         state.close()
+
+
+def test_under_a_reactor_without_asyncio_each_post_is_written_alone(crawler):
+    """Group commit's timers need the asyncio loop; with another reactor the pipeline writes
+    each post on its own, as before, and closes cleanly."""
+    result = crawler.crawl(
+        "qutoutiao", "cid=15", TWISTED_REACTOR="twisted.internet.epollreactor.EPollReactor"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ERROR" not in result.stderr
+    assert result.stat("articles/new") == 2 and len(result.posts()) == 2
