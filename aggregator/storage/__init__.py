@@ -55,6 +55,10 @@ class StoreResult:
 
 
 class PostStorage(Protocol):
+    """What every backend implements. A backend may also offer `async persist_batch(posts) ->
+    list[StoreResult | Exception]` (one outcome per post, in order; the file storage does):
+    the write pipeline then commits posts in groups (see pipelines/write.py, GroupCommit)."""
+
     def open(self, spider: Spider) -> Deferred[None] | None:
         """Check the destination before any request is sent, so a bad one fails at once."""
 
@@ -62,8 +66,9 @@ class PostStorage(Protocol):
         """Write one post; fires when it is durably stored (or fails)."""
 
     def close(self, spider: Spider) -> Deferred[None] | None:
-        """Finish the run's bookkeeping. The write pipeline awaits every persist() and Scrapy
-        closes pipelines only once no item is in progress, so no write is in flight here."""
+        """Finish the run's bookkeeping. The write pipeline awaits every write (and commits
+        what its group commit still holds) before it closes the storage, so no write is in
+        flight here."""
 
 
 def _storage_class(settings: BaseSettings) -> tuple[str, Any]:
