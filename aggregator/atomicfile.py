@@ -7,11 +7,14 @@ a batch pays for one directory sync instead of one per file."""
 
 from __future__ import annotations
 
+import ctypes
 import os
+import platform
 import random
+import sys
 from pathlib import Path
 
-__all__ = ["fsync_directory", "stage_file", "write_atomically"]
+__all__ = ["fsync_directory", "stage_file", "syncfs", "syncfs_available", "write_atomically"]
 
 # Temporary names need only be unlikely to clash (O_EXCL catches a clash); seeded from the OS.
 _names = random.Random()
@@ -72,3 +75,38 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_syncfs() -> ctypes._CFuncPtr | None:
+    """libc's syncfs on Linux 5.8 or newer, else None: older kernels' syncfs returned 0 even when
+    writing some data back failed, so it could not vouch for a file."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        major, minor = (int(part) for part in platform.release().split(".")[:2])
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (ValueError, OSError, AttributeError):
+        return None
+    if (major, minor) < (5, 8):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
+
+
+def syncfs_available() -> bool:
+    return _syncfs is not None
+
+
+def syncfs(fd: int) -> None:
+    """Write back and commit everything pending on the filesystem that holds `fd` (one journal
+    commit for all of it); raise OSError when any writeback on that filesystem has failed since
+    `fd` was opened (Linux >= 5.8 reports such errors to syncfs)."""
+    if _syncfs is None:
+        raise OSError("syncfs is not available here (Linux 5.8 or newer)")
+    if _syncfs(fd) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"syncfs: {os.strerror(errno)}")

@@ -542,10 +542,13 @@ async def write_all(pipeline: WritePipeline, items: list[Any]) -> list[Any]:
     return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
 
 
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
 def test_posts_arriving_together_are_one_batch_marked_in_one_call_each_done_when_durable(
     tmp_path,
+    sync,
 ):
-    pipeline, storage = file_pipeline(tmp_path, OUTPUT_BATCH_DELAY=0.05)
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_BATCH_DELAY=0.05, OUTPUT_SYNC=sync)
+    assert storage.sync == sync
     items = [article(f"qutoutiao-{n}", title=f"标题 {n}") for n in range(5)]
     keys_ = [item.key for item in items]
     out = tmp_path / "out"
@@ -608,8 +611,9 @@ def test_close_commits_the_posts_still_waiting(tmp_path):
     assert (tmp_path / "out" / "qutoutiao-1.md").is_file()
 
 
-def test_a_post_that_fails_in_a_batch_fails_alone_and_is_not_marked(tmp_path):
-    pipeline, storage = file_pipeline(tmp_path)
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_a_post_that_fails_in_a_batch_fails_alone_and_is_not_marked(tmp_path, sync):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_SYNC=sync)
     items = [article("qutoutiao-1"), article("../escape"), article("qutoutiao-2")]
 
     async def scenario():
@@ -631,8 +635,9 @@ def test_a_post_that_fails_in_a_batch_fails_alone_and_is_not_marked(tmp_path):
     ]
 
 
-def test_a_batch_the_storage_cannot_vouch_for_fails_every_post_and_marks_none(tmp_path):
-    pipeline, storage = file_pipeline(tmp_path)
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_a_batch_the_storage_cannot_vouch_for_fails_every_post_and_marks_none(tmp_path, sync):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_SYNC=sync)
     items = [article("qutoutiao-1"), article("qutoutiao-2")]
 
     async def scenario():

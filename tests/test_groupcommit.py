@@ -1,5 +1,5 @@
-"""Kill-and-resume with group commit: a real `scrapy crawl` (file output, shipped batching and
-fsync) SIGKILLed at several moments of its writing. Whatever the moment, every article marked
+"""Kill-and-resume with group commit: a real `scrapy crawl` (file output, shipped batching, each
+OUTPUT_SYNC) SIGKILLed at several moments of its writing. Whatever the moment, every article marked
 published has its complete post, no partial or temporary file is visible as a post, and the
 next run completes the rest, byte for byte what an uninterrupted crawl writes."""
 
@@ -96,14 +96,15 @@ def kill_when(proc: subprocess.Popen, out: Path, entries: int) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
 @pytest.mark.parametrize("entries", KILL_AT)
 def test_a_crawl_killed_while_writing_loses_no_marked_post_and_the_next_run_completes_it(
-    site, reference, tmp_path, entries
+    site, reference, tmp_path, entries, sync
 ):
     generated, server = site
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        crawl_cmd(generated, server, tmp_path),
+        [*crawl_cmd(generated, server, tmp_path), "-s", f"OUTPUT_SYNC={sync}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -280,6 +280,7 @@ def test_failed_write_is_not_marked_published_and_is_written_next_run(crawler, r
         ({"POST_TIMEZONE": "Asia/Shangai"}, "POST_TIMEZONE='Asia/Shangai': expected an IANA"),
         ({"OUTPUT_BATCH_SIZE": "0"}, "OUTPUT_BATCH_SIZE must be 1 or more"),
         ({"OUTPUT_BATCH_DELAY": "soon"}, "OUTPUT_BATCH_SIZE / OUTPUT_BATCH_DELAY"),
+        ({"OUTPUT_SYNC": "fdatasync"}, "OUTPUT_SYNC must be fsync or syncfs"),
     ],
 )
 def test_unusable_output_setting_exits_2_before_crawling(crawler, replay, settings, message):

@@ -94,7 +94,8 @@ def build_post_storage(crawler: Crawler) -> Any:
 
 
 def _check_batching(settings: BaseSettings) -> None:
-    """OUTPUT_BATCH_SIZE must be a whole number >= 1, OUTPUT_BATCH_DELAY seconds >= 0."""
+    """OUTPUT_BATCH_SIZE must be a whole number >= 1, OUTPUT_BATCH_DELAY seconds >= 0,
+    OUTPUT_SYNC fsync or syncfs."""
     try:
         size = settings.getint("OUTPUT_BATCH_SIZE", 100)
         delay = settings.getfloat("OUTPUT_BATCH_DELAY", 0.1)
@@ -104,6 +105,9 @@ def _check_batching(settings: BaseSettings) -> None:
         raise ConfigError(f"OUTPUT_BATCH_SIZE must be 1 or more, not {size}")
     if not delay >= 0:  # NaN too
         raise ConfigError(f"OUTPUT_BATCH_DELAY must be 0 or more seconds, not {delay}")
+    sync = settings.get("OUTPUT_SYNC", "fsync")
+    if sync not in ("fsync", "syncfs"):
+        raise ConfigError(f"OUTPUT_SYNC must be fsync or syncfs, not {sync!r}")
 
 
 def check_output_settings(settings: BaseSettings) -> None:
