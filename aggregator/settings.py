@@ -158,9 +158,9 @@ OUTPUT_FSYNC = True
 # writer thread (one directory fsync) and marked published in one state transaction.
 OUTPUT_BATCH_SIZE = 100
 OUTPUT_BATCH_DELAY = 0.1
-# How a batch of posts is made durable: "fsync" each post (several threads at once), or one
-# "syncfs" of the filesystem for the whole batch (Linux 5.8+; see README, Output).
-OUTPUT_SYNC = "fsync"
+# How a batch of posts is made durable: one "syncfs" of the filesystem for the whole batch
+# (Linux 5.8+, else fsync), or "fsync" each post (several threads at once); README, Output.
+OUTPUT_SYNC = "syncfs"
 
 # --- monitoring ----------------------------------------------------------------------------
 # When set, the crawl's final stats are written there as JSON.

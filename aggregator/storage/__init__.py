@@ -105,7 +105,7 @@ def _check_batching(settings: BaseSettings) -> None:
         raise ConfigError(f"OUTPUT_BATCH_SIZE must be 1 or more, not {size}")
     if not delay >= 0:  # NaN too
         raise ConfigError(f"OUTPUT_BATCH_DELAY must be 0 or more seconds, not {delay}")
-    sync = settings.get("OUTPUT_SYNC", "fsync")
+    sync = settings.get("OUTPUT_SYNC", "syncfs")
     if sync not in ("fsync", "syncfs"):
         raise ConfigError(f"OUTPUT_SYNC must be fsync or syncfs, not {sync!r}")
 

@@ -49,11 +49,11 @@ class FilePostStorage:
     # Threads that stage (write and fsync) a batch's posts side by side.
     STAGERS = 8
 
-    def __init__(self, uri: str, *, fsync: bool = True, sync: str = "fsync"):
+    def __init__(self, uri: str, *, fsync: bool = True, sync: str = "syncfs"):
         self.directory = Path(_path_from_uri(uri))
         self.fsync = fsync
         if sync == "syncfs" and not syncfs_available():
-            logger.warning("OUTPUT_SYNC=syncfs: syncfs needs Linux 5.8 or newer; using fsync")
+            logger.info("OUTPUT_SYNC=syncfs: syncfs needs Linux 5.8 or newer; using fsync")
             sync = "fsync"
         self.sync = sync
         self._writer: ThreadPoolExecutor | None = None
@@ -65,7 +65,7 @@ class FilePostStorage:
         return cls(
             uri,
             fsync=settings.getbool("OUTPUT_FSYNC", True),
-            sync=settings.get("OUTPUT_SYNC", "fsync"),
+            sync=settings.get("OUTPUT_SYNC", "syncfs"),
         )
 
     def open(self, spider: Spider) -> None:
