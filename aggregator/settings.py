@@ -153,6 +153,14 @@ POST_TIMEZONE: str | None = None
 LOG_FORMATTER = "aggregator.ops.logformatter.ArticleLogFormatter"
 # Write posts with fsync before the rename (durable across power loss).
 OUTPUT_FSYNC = True
+# Group commit of file posts (pipelines/write.py): posts that arrive within OUTPUT_BATCH_DELAY
+# seconds of the first waiting one, up to OUTPUT_BATCH_SIZE, are written in one hand-off to the
+# writer thread (one directory fsync) and marked published in one state transaction.
+OUTPUT_BATCH_SIZE = 100
+OUTPUT_BATCH_DELAY = 0.1
+# How a batch of posts is made durable: one "syncfs" of the filesystem for the whole batch
+# (Linux 5.8+, else fsync), or "fsync" each post (several threads at once); README, Output.
+OUTPUT_SYNC = "syncfs"
 
 # --- monitoring ----------------------------------------------------------------------------
 # When set, the crawl's final stats are written there as JSON.

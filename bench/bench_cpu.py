@@ -88,6 +88,7 @@ class Config:
     writes: bool
     runs: list[dict] = field(default_factory=list)
     cwd: Path = ROOT
+    python: str = sys.executable
 
 
 @dataclass
@@ -123,7 +124,14 @@ def crawl(
     if COUNT_SWITCHES:
         prefix = ("perf", "stat", "-x,", "-e", ",".join(PERF_EVENTS), "-o", str(counters), "--")
     _, _, user, system = run_crawl(
-        site, base_url, workdir, name, cwd=config.cwd, prefix=prefix, **settings
+        site,
+        base_url,
+        workdir,
+        name,
+        cwd=config.cwd,
+        prefix=prefix,
+        python=config.python,
+        **settings,
     )
     report = json.loads(probe_file.read_text())
     if COUNT_SWITCHES:
@@ -288,7 +296,8 @@ def main() -> None:
         "--baseline",
         type=Path,
         help="another checkout of the project (with this bench/cpuprobe.py copied in), crawled "
-        "as 'before' with its own shipped settings",
+        "as 'before' with its own shipped settings, by its own .venv/bin/python when it has one "
+        "(this interpreter's editable install would load this checkout's pipelines and spiders)",
     )
     parser.add_argument(
         "--futex", action="store_true", help="count futex calls and context switches (perf)"
@@ -313,7 +322,14 @@ def baseline_config(checkout: Path) -> Config:
     source = (checkout / "aggregator" / "settings.py").read_text()
     exec(compile(source, "baseline settings", "exec"), namespace)
     extensions = {**namespace.get("EXTENSIONS", {}), PROBE: 0}
-    return Config("before", {"EXTENSIONS": json.dumps(extensions)}, writes=True, cwd=checkout)
+    python = checkout / ".venv" / "bin" / "python"
+    return Config(
+        "before",
+        {"EXTENSIONS": json.dumps(extensions)},
+        writes=True,
+        cwd=checkout,
+        python=str(python) if python.exists() else sys.executable,
+    )
 
 
 def s3_config(stack: contextlib.ExitStack) -> Config:

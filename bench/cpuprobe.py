@@ -33,7 +33,7 @@ from scrapy.exceptions import NotConfigured
 # (stage name, "module:qualified.name"). A name that does not exist, or is a coroutine function
 # (only synchronous code can be timed per thread), is skipped: the code under measurement
 # changes, and the probe must not break a benchmark because of it. Names for both the per-post
-# writer (persist, _write) and a batching one (persist_batch, write_batch, _submit, ...).
+# writer (persist, _write) and the group commit (FilePostStorage.write_batch, GroupCommit._kick).
 STAGES: list[tuple[str, str]] = [
     ("spider: listings", "aggregator.spiders.qutoutiao:QutoutiaoSpider.parse_listing"),
     ("spider: details", "aggregator.spiders.qutoutiao:QutoutiaoSpider.parse_detail_json"),
@@ -44,8 +44,7 @@ STAGES: list[tuple[str, str]] = [
     ("store: reactor side", "aggregator.storage.files:FilePostStorage.persist_batch"),
     ("store: write thread", "aggregator.storage.files:FilePostStorage._write"),
     ("store: write thread", "aggregator.storage.files:FilePostStorage.write_batch"),
-    ("write: batch bookkeeping", "aggregator.pipelines.write:WritePipeline._submit"),
-    ("write: batch bookkeeping", "aggregator.pipelines.write:WritePipeline._flush"),
+    ("write: batch bookkeeping", "aggregator.pipelines.write:GroupCommit._kick"),
     ("state: published lookups", "aggregator.state.sqlite:SqlitePublished.published_among_now"),
     ("state: mark published", "aggregator.state.sqlite:SqlitePublished._insert"),
     ("state: SQLite transactions", "aggregator.state.sqlite:_Db.transaction"),

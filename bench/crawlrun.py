@@ -35,12 +35,15 @@ def run_crawl(
     *,
     cwd: Path = ROOT,
     prefix: tuple[str, ...] = (),
+    python: str = sys.executable,
     **settings: str,
 ) -> tuple[subprocess.CompletedProcess, float, float, float]:
     """Run `scrapy crawl qutoutiao` over every listing page of `site` from `base_url`, with a
     state directory of its own under `workdir`; return the finished process, its wall time and
     the user and system CPU seconds it used (getrusage of the child, start-up included); `cwd`
-    is the project checkout to run (another commit's, to compare), `prefix` a command to run it
+    is the project checkout to run (another commit's, to compare) and `python` the interpreter
+    whose installation it is (an editable install maps aggregator.pipelines and
+    aggregator.spiders to its own checkout, whatever `cwd` is), `prefix` a command to run it
     under (e.g. `perf stat ... --`). Exits
     the benchmark when the crawl fails, since a failed crawl's figures mean nothing."""
     merged = {
@@ -49,7 +52,7 @@ def run_crawl(
         "STATE_DIR": str(workdir / f"state-{name}"),
         **settings,
     }
-    cmd = [*prefix, sys.executable, "-m", "scrapy", "crawl", "qutoutiao"]
+    cmd = [*prefix, python, "-m", "scrapy", "crawl", "qutoutiao"]
     cmd += ["-a", f"cid={site.cid}", "-a", f"pages={site.pages}", "-a", f"limit={site.per_page}"]
     for key, value in merged.items():
         cmd += ["-s", f"{key}={value}"]

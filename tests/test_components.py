@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from aggregator.pipelines.normalize import NormalizeHtmlPipeline
 from aggregator.pipelines.validate import ValidatePipeline
-from aggregator.pipelines.write import WritePipeline
+from aggregator.pipelines.write import WritePipeline, post_fields
+from itemadapter import ItemAdapter
 from scrapy import Request, Spider, signals
 from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
 from scrapy.http import HtmlResponse
@@ -27,7 +29,7 @@ from aggregator import settings as settings_module
 from aggregator import stats as keys
 from aggregator.errors import ConfigError
 from aggregator.items import Article, Channel
-from aggregator.render.post import read_post
+from aggregator.render.post import read_post, render_post
 from aggregator.state.claims import (
     CLAIMED,
     NEXT_PAGE,
@@ -47,6 +49,7 @@ from aggregator.state.pending import (
     pending_to_retry,
 )
 from aggregator.storage import StoreResult
+from aggregator.storage.files import FilePostStorage
 
 CHANNEL = Channel("qutoutiao", "新媒体", "趣头条", "分类", "趣头条")
 
@@ -513,6 +516,176 @@ def test_the_write_pipeline_takes_dict_items_and_counts_another_writers_post(tmp
     assert run(scenario()) == {"feed-1"}  # not ours, but published: never fetched again
     assert crawler.stats.get_value(keys.ARTICLES_DUPLICATE) == 1
     assert b"author: s\n" in pipeline.storage.persisted[0].data  # author falls back to source
+
+
+# --- group commit: the write pipeline with the file storage, under plain asyncio.run ------------
+class BatchRecordingStorage(FilePostStorage):
+    """The real file storage, noting the keys of each batch it is handed."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.batches: list[list[str]] = []
+
+    async def persist_batch(self, posts):
+        self.batches.append([post.key for post in posts])
+        return await super().persist_batch(posts)
+
+
+def file_pipeline(tmp_path, **settings: Any) -> tuple[WritePipeline, BatchRecordingStorage]:
+    crawler = project_crawler(tmp_path, OUTPUT_URI=str(tmp_path / "out"), **settings)
+    storage = BatchRecordingStorage.from_crawler(crawler, str(tmp_path / "out"))
+    return WritePipeline(crawler, storage), storage
+
+
+def record_marks(pipeline: WritePipeline) -> list[list[str]]:
+    """The keys of each mark_published call the pipeline makes from now on."""
+    calls: list[list[str]] = []
+    published = pipeline.state.published
+    mark = published.mark_published
+
+    async def recording(entries):
+        calls.append([key for key, _ in entries])
+        await mark(entries)
+
+    published.mark_published = recording
+    return calls
+
+
+async def write_all(pipeline: WritePipeline, items: list[Any]) -> list[Any]:
+    """process_item for every item at once (as Scrapy runs items of several responses); a
+    batch that never goes fails the test rather than hanging it."""
+    calls = (pipeline.process_item(item) for item in items)
+    return await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+
+
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_posts_arriving_together_are_one_batch_marked_in_one_call_each_done_when_durable(
+    tmp_path,
+    sync,
+):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_BATCH_DELAY=0.05, OUTPUT_SYNC=sync)
+    assert storage.sync == sync
+    items = [article(f"qutoutiao-{n}", title=f"标题 {n}") for n in range(5)]
+    keys_ = [item.key for item in items]
+    out = tmp_path / "out"
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+
+        async def write(item):  # what holds when this item's process_item returns
+            await pipeline.process_item(item)
+            published = await pipeline.state.published.published_among([item.key])
+            return (out / f"{item.key}.md").exists(), published == {item.key}
+
+        done = await asyncio.wait_for(asyncio.gather(*map(write, items)), 30)
+        await pipeline.close_spider()
+        return done, marks
+
+    done, marks = run(scenario())
+    assert done == [(True, True)] * 5  # durable and marked before process_item returned
+    assert storage.batches == [keys_]  # the timer sent them together, under plain asyncio
+    assert marks == [keys_]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{k}.md" for k in keys_)
+    for item in items:  # byte for byte the post the item renders
+        expected = render_post(post_fields(ItemAdapter(item)))
+        assert (out / f"{item.key}.md").read_bytes() == expected
+
+
+def test_a_full_batch_goes_at_once_without_waiting_for_the_delay(tmp_path):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_BATCH_SIZE=2, OUTPUT_BATCH_DELAY=3600)
+    items = [article(f"qutoutiao-{n}") for n in range(4)]
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+        results = await write_all(pipeline, items)
+        return results, marks
+
+    results, marks = run(scenario())
+    assert results == items
+    assert (
+        storage.batches == marks == [["qutoutiao-0", "qutoutiao-1"], ["qutoutiao-2", "qutoutiao-3"]]
+    )
+
+
+def test_close_commits_the_posts_still_waiting(tmp_path):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_BATCH_DELAY=3600)
+
+    async def scenario():
+        await pipeline.open_spider()
+        writing = asyncio.ensure_future(pipeline.process_item(article("qutoutiao-1")))
+        await asyncio.sleep(0)  # it renders the post and waits for its batch
+        assert not writing.done()
+        await pipeline.close_spider()
+        assert writing.done()
+        return await writing, await pipeline.state.published.published_among(["qutoutiao-1"])
+
+    item, published = run(scenario())
+    assert item.key == "qutoutiao-1" and published == {"qutoutiao-1"}
+    assert storage.batches == [["qutoutiao-1"]]
+    assert (tmp_path / "out" / "qutoutiao-1.md").is_file()
+
+
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_a_post_that_fails_in_a_batch_fails_alone_and_is_not_marked(tmp_path, sync):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_SYNC=sync)
+    items = [article("qutoutiao-1"), article("../escape"), article("qutoutiao-2")]
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+        results = await write_all(pipeline, items)
+        keys_ = ["qutoutiao-1", "../escape", "qutoutiao-2"]
+        return results, marks, await pipeline.state.published.published_among(keys_)
+
+    results, marks, published = run(scenario())
+    assert results[0] is items[0] and results[2] is items[2]
+    assert isinstance(results[1], PostNotWritten) and "unsafe key" in str(results[1])
+    assert storage.batches == [["qutoutiao-1", "../escape", "qutoutiao-2"]]
+    assert marks == [["qutoutiao-1", "qutoutiao-2"]]
+    assert published == {"qutoutiao-1", "qutoutiao-2"}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "qutoutiao-1.md",
+        "qutoutiao-2.md",
+    ]
+
+
+@pytest.mark.parametrize("sync", ["fsync", "syncfs"])
+def test_a_batch_the_storage_cannot_vouch_for_fails_every_post_and_marks_none(tmp_path, sync):
+    pipeline, storage = file_pipeline(tmp_path, OUTPUT_SYNC=sync)
+    items = [article("qutoutiao-1"), article("qutoutiao-2")]
+
+    async def scenario():
+        await pipeline.open_spider()
+        (tmp_path / "out").rmdir()  # the output directory went away under the crawl
+        marks = record_marks(pipeline)
+        results = await write_all(pipeline, items)
+        published = await pipeline.state.published.published_among(["qutoutiao-1", "qutoutiao-2"])
+        return results, marks, published
+
+    results, marks, published = run(scenario())
+    assert all(isinstance(r, PostNotWritten) for r in results), results
+    assert "No such file or directory" in str(results[0])
+    assert storage.batches == [["qutoutiao-1", "qutoutiao-2"]]
+    assert marks == [] and published == set()
+
+
+def test_posts_written_but_not_marked_fail_so_they_stay_pending(tmp_path):
+    pipeline, _ = file_pipeline(tmp_path)
+    items = [article("qutoutiao-1"), article("qutoutiao-2")]
+
+    async def scenario():
+        await pipeline.open_spider()
+        other = sqlite3.connect(tmp_path / "state" / "dedupe.sqlite3")
+        other.execute("DROP TABLE published")  # the store fails the mark
+        other.close()
+        return await write_all(pipeline, items)
+
+    results = run(scenario())
+    assert all(isinstance(r, ArticleFailed) for r in results), results
+    assert not any(isinstance(r, PostNotWritten) for r in results)  # the write itself went
+    assert "qutoutiao-1.md but not marked published: no such table: published" in str(results[0])
 
 
 @pytest.mark.parametrize(

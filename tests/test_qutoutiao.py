@@ -278,6 +278,9 @@ def test_failed_write_is_not_marked_published_and_is_written_next_run(crawler, r
         ({"OUTPUT_URI": "s3://bucket/blog", "AWS_SESSION_TOKEN": "t"}, "AWS_ACCESS_KEY_ID and"),
         ({"OUTPUT_URI": "s3://bucket/blog", "AWS_ACCESS_KEY_ID": "k"}, "AWS_SECRET_ACCESS_KEY"),
         ({"POST_TIMEZONE": "Asia/Shangai"}, "POST_TIMEZONE='Asia/Shangai': expected an IANA"),
+        ({"OUTPUT_BATCH_SIZE": "0"}, "OUTPUT_BATCH_SIZE must be 1 or more"),
+        ({"OUTPUT_BATCH_DELAY": "soon"}, "OUTPUT_BATCH_SIZE / OUTPUT_BATCH_DELAY"),
+        ({"OUTPUT_SYNC": "fdatasync"}, "OUTPUT_SYNC must be fsync or syncfs"),
     ],
 )
 def test_unusable_output_setting_exits_2_before_crawling(crawler, replay, settings, message):

@@ -55,6 +55,10 @@ class StoreResult:
 
 
 class PostStorage(Protocol):
+    """What every backend implements. A backend may also offer `async persist_batch(posts) ->
+    list[StoreResult | Exception]` (one outcome per post, in order; the file storage does):
+    the write pipeline then commits posts in groups (see pipelines/write.py, GroupCommit)."""
+
     def open(self, spider: Spider) -> Deferred[None] | None:
         """Check the destination before any request is sent, so a bad one fails at once."""
 
@@ -62,8 +66,9 @@ class PostStorage(Protocol):
         """Write one post; fires when it is durably stored (or fails)."""
 
     def close(self, spider: Spider) -> Deferred[None] | None:
-        """Finish the run's bookkeeping. The write pipeline awaits every persist() and Scrapy
-        closes pipelines only once no item is in progress, so no write is in flight here."""
+        """Finish the run's bookkeeping. The write pipeline awaits every write (and commits
+        what its group commit still holds) before it closes the storage, so no write is in
+        flight here."""
 
 
 def _storage_class(settings: BaseSettings) -> tuple[str, Any]:
@@ -88,6 +93,23 @@ def build_post_storage(crawler: Crawler) -> Any:
     return storage_class.from_crawler(crawler, uri)
 
 
+def _check_batching(settings: BaseSettings) -> None:
+    """OUTPUT_BATCH_SIZE must be a whole number >= 1, OUTPUT_BATCH_DELAY seconds >= 0,
+    OUTPUT_SYNC fsync or syncfs."""
+    try:
+        size = settings.getint("OUTPUT_BATCH_SIZE", 100)
+        delay = settings.getfloat("OUTPUT_BATCH_DELAY", 0.1)
+    except ValueError as exc:
+        raise ConfigError(f"OUTPUT_BATCH_SIZE / OUTPUT_BATCH_DELAY: {exc}") from exc
+    if size < 1:
+        raise ConfigError(f"OUTPUT_BATCH_SIZE must be 1 or more, not {size}")
+    if not delay >= 0:  # NaN too
+        raise ConfigError(f"OUTPUT_BATCH_DELAY must be 0 or more seconds, not {delay}")
+    sync = settings.get("OUTPUT_SYNC", "syncfs")
+    if sync not in ("fsync", "syncfs"):
+        raise ConfigError(f"OUTPUT_SYNC must be fsync or syncfs, not {sync!r}")
+
+
 def check_output_settings(settings: BaseSettings) -> None:
     """Raise ConfigError when OUTPUT_URI or its backend's settings cannot work, without touching
     the destination. Commands call it before anything starts, so a typo is exit status 2 rather
@@ -99,6 +121,7 @@ def check_output_settings(settings: BaseSettings) -> None:
             check(uri, settings)
     except NotConfigured as exc:
         raise ConfigError(str(exc)) from exc
+    _check_batching(settings)
     # Mirrored images are output too (IMAGES_MIRROR_*; nothing to check when mirroring is off).
     from aggregator.images.settings import check_image_settings
 
