@@ -1,22 +1,27 @@
 """Crawl processes for the tests: `python -m scrapy ...` as cron starts it, without paying for
 the interpreter's start-up in every one.
 
-Starting a crawl costs about a second of CPU, nearly all of it importing Scrapy, Twisted and the
-project; the suite runs over a hundred crawls, so on the 2-core machine that start-up was the
-larger part of its time. `run()` takes the command `python -m scrapy ARGS` and, instead of a
-new interpreter, forks a launcher process that has imported those modules once. The child is a
-process of its own like the one it replaces: it takes the command's arguments, environment,
-working directory and sys.path, the standard streams it is given (stdin /dev/null, stdout and
-stderr captured), runs Scrapy's `__main__` as `-m` does, and ends through the interpreter's
-normal shutdown with the exit status the command would have had.
+Starting a crawl costs about a second of CPU, nearly all of it importing Scrapy, Twisted and
+their kin; the suite runs well over a hundred crawls, so on the 2-core machine that start-up was
+the larger part of its time. `run()` and `popen()` take the command `python -m scrapy ARGS` and,
+instead of a new interpreter, fork a launcher process that has imported those modules once. The
+child is a process of its own like the one it replaces: it takes the command's arguments,
+environment, working directory and sys.path (PYTHONPATH), the standard streams it is given
+(stdin /dev/null), runs Scrapy's `__main__` as `-m` does, and ends through the interpreter's
+normal shutdown with the exit status the command would have had. Its stdout and stderr are
+unbuffered (PYTHONUNBUFFERED, which the tests' crawls set anyway).
 
-A fork cannot give the child a fresh copy of what a module did when it was imported, so the
-launcher does not preload what depends on the crawl: the project's settings module (it reads
-environment variables), anything that starts a thread (numpy's BLAS pool; forking a process
-with threads is unsafe), the Twisted reactor (each crawl installs its own). Warnings raised while
-preloading are raised again in each child, where a new interpreter would have shown them.
-Commands whose interpreter would start differently (other PYTHON* variables than PYTHONPATH and
-PYTHONUNBUFFERED) and AGGREGATOR_TEST_FRESH_CRAWLS=1 get a new interpreter as before.
+A fork cannot give the child a fresh copy of what a module did when it was imported, so only
+third-party modules are preloaded (none of them keeps per-process state made at import: checked
+for uuid, pid, time and random values). The project's modules are imported once to find the
+third-party modules they use, then forgotten: every child imports them afresh, so per-process
+values (aggregator.cluster.queue.INCARNATION, a restarted worker's lease ids) and the settings
+module's reading of the environment happen in the crawl's own process. Not preloaded either:
+anything that starts a thread (numpy's BLAS pool; forking a process with threads is unsafe) and
+the Twisted reactor (each crawl installs its own). Warnings raised while preloading are raised
+again in each child, where a new interpreter would have shown them. Commands whose interpreter
+would start differently (other PYTHON* variables than PYTHONPATH and PYTHONUNBUFFERED) and
+AGGREGATOR_TEST_FRESH_CRAWLS=1 get a new interpreter as before.
 
 Run as a script, this module is the launcher: `python crawlproc.py SOCKET`.
 """
@@ -41,6 +46,7 @@ import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import DEVNULL, PIPE, STDOUT
 
 ROOT = Path(__file__).resolve().parent.parent
 FRESH_ENV = "AGGREGATOR_TEST_FRESH_CRAWLS"
@@ -62,8 +68,9 @@ PRELOAD_COMPONENTS = (
     "ITEM_PIPELINES_BASE",
 )
 NOT_PRELOADED = ("numpy",)  # starts threads when imported
-MUST_NOT_BE_LOADED = ("aggregator.settings", "twisted.internet.reactor")
+MUST_NOT_BE_LOADED = ("twisted.internet.reactor",)  # each crawl installs its own
 MESSAGE_LIMIT = 1 << 20
+PROJECT_DIRS = ("aggregator", "pipelines", "spiders", "tests", "bench")
 
 
 # --- the client: used by the tests' crawl helpers ----------------------------------------------
@@ -77,6 +84,23 @@ def run(
             cmd, cwd=cwd, env=env, timeout=timeout, capture_output=True, text=True
         )
     return _launcher().run(cmd, cwd=cwd, env=env, timeout=timeout)
+
+
+def popen(
+    cmd: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdout=None,
+    stderr=None,
+    text: bool = False,
+) -> subprocess.Popen | LaunchedProcess:
+    """`subprocess.Popen(cmd, ...)` for a crawl left running in the background, through the
+    launcher when it can (see LaunchedProcess for what it offers of Popen's interface)."""
+    env = dict(os.environ) if env is None else env
+    if _needs_new_interpreter(cmd, env):
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text)
+    return _launcher().start(cmd, cwd=cwd, env=env, stdout=stdout, stderr=stderr, text=text)
 
 
 def stop() -> None:
@@ -127,8 +151,8 @@ class Launcher:
             [sys.executable, __file__, self.address],
             cwd=ROOT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            stdin=subprocess.PIPE,  # closed: the launcher ends
-            stdout=subprocess.PIPE,  # "ready" once it listens
+            stdin=PIPE,  # closed: the launcher ends
+            stdout=PIPE,  # "ready" once it listens
         )
         ready = self.process.stdout.readline()
         if ready != b"ready\n":
@@ -138,31 +162,19 @@ class Launcher:
     def run(
         self, cmd: list[str], *, cwd: Path, env: dict[str, str], timeout: float
     ) -> subprocess.CompletedProcess:
-        request = {"args": cmd[3:], "cwd": str(cwd), "env": env}
-        with (
-            open(os.devnull, "rb") as stdin,
-            tempfile.TemporaryFile() as stdout,
-            tempfile.TemporaryFile() as stderr,
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn,
-        ):
-            conn.connect(self.address)
-            data = json.dumps(request).encode() + b"\n"
-            socket.send_fds(conn, [data], [stdin.fileno(), stdout.fileno(), stderr.fileno()])
-            replies = _Replies(conn)
-            pid = replies.next()["pid"]
-            conn.settimeout(timeout)
-            try:
-                returncode = replies.next()["returncode"]
-                timed_out = False
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                conn.settimeout(None)
-                returncode = replies.next()["returncode"]
-                timed_out = True
-            out, err = _text(stdout), _text(stderr)
-        if timed_out:
-            raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err)
-        return subprocess.CompletedProcess(cmd, returncode, out, err)
+        """run() through this launcher: on a timeout the child is killed, as subprocess.run
+        kills its child."""
+        proc = self.start(cmd, cwd=cwd, env=env, stdout=PIPE, stderr=PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise subprocess.TimeoutExpired(cmd, timeout, output=out, stderr=err) from None
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+    def start(self, cmd: list[str], *, cwd, env, stdout, stderr, text) -> LaunchedProcess:
+        return LaunchedProcess(self.address, cmd, cwd, env, stdout, stderr, text)
 
     def stop(self) -> None:
         self.process.stdin.close()
@@ -171,10 +183,95 @@ class Launcher:
         self._directory.cleanup()
 
 
-def _text(file) -> str:
-    """What subprocess.run(text=True) makes of the bytes: locale encoding, universal newlines."""
-    file.seek(0)
-    text = file.read().decode(locale.getpreferredencoding(False))
+class LaunchedProcess:
+    """A crawl forked by the launcher, with the part of subprocess.Popen the tests use: args,
+    pid, returncode, poll, wait, communicate, send_signal, terminate, kill. stdout and stderr
+    take None (this process's), PIPE, DEVNULL, STDOUT (stderr), a file or a descriptor; PIPE
+    output goes to a temporary file that communicate() reads once the process has ended."""
+
+    def __init__(self, address: str, cmd: list[str], cwd, env, stdout, stderr, text: bool):
+        self.args = cmd
+        self.returncode: int | None = None
+        self._text = text
+        self._captured: dict[str, object] = {}
+        with contextlib.ExitStack() as opened:
+            stdin_fd = opened.enter_context(open(os.devnull, "rb")).fileno()
+            out_fd = self._stream("stdout", stdout, 1, opened)
+            err_fd = out_fd if stderr == STDOUT else self._stream("stderr", stderr, 2, opened)
+            self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self._conn.connect(address)
+            request = {"args": cmd[3:], "cwd": str(cwd), "env": env}
+            data = json.dumps(request).encode() + b"\n"
+            socket.send_fds(self._conn, [data], [stdin_fd, out_fd, err_fd])
+        self._replies = _Replies(self._conn)
+        self.pid: int = self._replies.next()["pid"]
+        self._pidfd = os.pidfd_open(self.pid)  # signals reach this process, never a successor
+
+    def _stream(self, name: str, spec, inherited: int, opened: contextlib.ExitStack) -> int:
+        if spec is None:
+            return inherited
+        if spec == PIPE:
+            # kept open (and read by communicate) for as long as the process object lives
+            self._captured[name] = file = tempfile.TemporaryFile()  # noqa: SIM115
+            return file.fileno()
+        if spec == DEVNULL:
+            return opened.enter_context(open(os.devnull, "wb")).fileno()
+        return spec if isinstance(spec, int) else spec.fileno()
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self._conn.setblocking(False)
+            try:
+                self._ended(self._replies.next())
+            except BlockingIOError:
+                pass
+            finally:
+                if self.returncode is None:
+                    self._conn.setblocking(True)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                self._ended(self._replies.next())
+            except TimeoutError:
+                self._conn.settimeout(None)
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple:
+        self.wait(timeout)
+        return self._output("stdout"), self._output("stderr")
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # it has just ended
+                signal.pidfd_send_signal(self._pidfd, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _ended(self, reply: dict) -> None:
+        self.returncode = reply["returncode"]
+        self._conn.close()
+        os.close(self._pidfd)
+
+    def _output(self, name: str):
+        file = self._captured.get(name)
+        if file is None:
+            return None
+        file.seek(0)
+        data = file.read()
+        return _text(data) if self._text else data
+
+
+def _text(data: bytes) -> str:
+    """What subprocess makes of output with text=True: locale encoding, universal newlines."""
+    text = data.decode(locale.getpreferredencoding(False))
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -215,7 +312,8 @@ class _Refuse(importlib.abc.MetaPathFinder):
 
 
 def preload() -> list[warnings.WarningMessage]:
-    """Import what every crawl imports; returns the warnings the imports raised."""
+    """Import the third-party modules every crawl imports; returns the warnings the imports
+    raised."""
     from scrapy.settings import default_settings
     from scrapy.utils.misc import load_object
 
@@ -237,11 +335,30 @@ def preload() -> list[warnings.WarningMessage]:
                         load_object(path)
     finally:
         sys.meta_path.remove(refuse)
+    # The project's modules were imported for the third-party modules they import; each child
+    # imports them afresh, so what they do when imported is done in the crawl's own process.
+    for name in [name for name, module in sys.modules.items() if _is_project(name, module)]:
+        del sys.modules[name]
+    raised = [w for w in raised if not _in_project(w.filename)]
     loaded = [name for name in MUST_NOT_BE_LOADED if name in sys.modules]
     threads = os.listdir("/proc/self/task")
     if loaded or len(threads) != 1 or threading.active_count() != 1:
         raise RuntimeError(f"cannot fork crawls: loaded {loaded}, {len(threads)} threads")
     return raised
+
+
+def _in_project(filename: str | None) -> bool:
+    """In the project's source (not in a virtualenv that may live in the checkout)."""
+    if filename is None:
+        return False
+    path = Path(filename).resolve()
+    return any(path.is_relative_to(ROOT / part) for part in PROJECT_DIRS)
+
+
+def _is_project(name: str, module) -> bool:
+    if name == "__main__":  # the launcher itself
+        return False
+    return name.split(".")[0] == "aggregator" or _in_project(getattr(module, "__file__", None))
 
 
 def _modules(package: str) -> list[str]:

@@ -48,13 +48,49 @@ def test_exit_status_and_both_streams_come_back(launcher):
     assert result.args == [*SCRAPY, "crawl", "no-such-spider"]
 
 
+def scrapy(crawler: Crawler, *args: str) -> list[str]:
+    cmd = [*SCRAPY, *args]
+    for name, value in crawler.settings().items():
+        cmd += ["-s", f"{name}={value}"]
+    return cmd
+
+
+PROBE = """
+import scrapy
+from aggregator.cluster import queue
+
+
+class Probe(scrapy.Spider):
+    name = "probe"
+
+    async def start(self):
+        print("INCARNATION", queue.INCARNATION)
+        return
+        yield
+"""
+
+
+def test_the_projects_modules_are_imported_by_each_child(launcher, tmp_path):
+    """A value a project module makes when imported is each process's own: lease ids are
+    unique per process because of it (a worker restarted under its old id must not take over
+    its previous life's leases, tests/test_cluster.py)."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE, encoding="utf-8")
+    cmd = scrapy(Crawler(tmp_path, "http://127.0.0.1:9"), "runspider", str(probe))
+    seen = set()
+    for _ in range(2):
+        result = launcher.run(cmd, cwd=ROOT, env=env(), timeout=60)
+        assert result.returncode == 0, result.stderr
+        (line,) = [x for x in result.stdout.splitlines() if x.startswith("INCARNATION")]
+        seen.add(line)
+    assert len(seen) == 2
+
+
 def test_a_crawl_past_its_timeout_is_killed(launcher, replay, tmp_path):
     replay.set_reply("/slow.rss", Reply(body=b"<rss/>", delay=30))
     crawler = Crawler(tmp_path, replay.base_url)
-    cmd = [*SCRAPY, "crawl", "feed", "-a", f"url={replay.base_url}/slow.rss"]
-    cmd += ["-a", CATEGORIES, "-a", "author=x"]
-    for name, value in crawler.settings().items():
-        cmd += ["-s", f"{name}={value}"]
+    url = f"url={replay.base_url}/slow.rss"
+    cmd = scrapy(crawler, "crawl", "feed", "-a", url, "-a", CATEGORIES, "-a", "author=x")
     with pytest.raises(subprocess.TimeoutExpired) as expired:
         launcher.run(cmd, cwd=ROOT, env=env(), timeout=3)
     assert "Spider opened" in expired.value.stderr  # it was crawling, not starting
