@@ -34,8 +34,6 @@ from sitegen import generate_site
 
 ARTICLES = 24
 RATE = 15
-# one worker runs the module: the `site` fixture's reference crawl is made once
-pytestmark = pytest.mark.xdist_group("cluster")
 
 
 def scrapy_cmd(*args: str, **settings: str) -> list[str]:

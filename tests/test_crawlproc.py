@@ -19,9 +19,9 @@ SCRAPY = [sys.executable, "-m", "scrapy"]
 CATEGORIES = "categories=新媒体,ZAKER,channel"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def launcher():
-    """A launcher of the test's own (the crawl helpers share one per test process)."""
+    """A launcher of this module's own (the crawl helpers share one per test process)."""
     own = crawlproc.Launcher()
     yield own
     own.stop()

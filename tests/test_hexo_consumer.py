@@ -39,8 +39,7 @@ from hostile_corpus import FEED_PATH, QUTOUTIAO_CID, Article, load_corpus, write
 from aggregator.devtools.replay import ReplayServer
 from aggregator.render.post import PostFields, parse_front_matter, render_post
 
-# one worker builds and visits everything once (--dist loadgroup: the module is one group)
-pytestmark = [pytest.mark.hexo, pytest.mark.timeout(900), pytest.mark.xdist_group("hexo")]
+pytestmark = [pytest.mark.hexo, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = load_corpus()

@@ -173,7 +173,7 @@ def test_bad_spider_argument_exits_2_before_crawling(crawler, replay):
 @pytest.fixture(scope="module")
 def cid11(tmp_path_factory, replay_server) -> CrawlResult:
     """One crawl of cid 11 (hostile HTML, an odd title, lazy images, covers, bad show_time)
-    that the content tests below each read (CID11: on one xdist worker, so crawled once)."""
+    that the content tests below each read."""
     replay_server.reset()
     crawler = Crawler(tmp_path_factory.mktemp("cid11"), replay_server.base_url)
     result = crawler.crawl("qutoutiao", "cid=11")
@@ -181,10 +181,6 @@ def cid11(tmp_path_factory, replay_server) -> CrawlResult:
     return result
 
 
-CID11 = pytest.mark.xdist_group("qutoutiao-cid11")
-
-
-@CID11
 def test_hostile_html_never_reaches_the_post(cid11):
     result = cid11
     post = result.posts()["qutoutiao-1101.md"].decode()
@@ -204,7 +200,6 @@ def test_hostile_html_never_reaches_the_post(cid11):
     assert 'src="https://cors.zfour.workers.dev/?http://127.0.0.1' in post
 
 
-@CID11
 def test_odd_title_round_trips_and_injects_no_key(cid11):
     result = cid11
     meta = front(result.posts()["qutoutiao-1102.md"])
@@ -213,7 +208,6 @@ def test_odd_title_round_trips_and_injects_no_key(cid11):
     assert list(meta) == ["title", "categories", "author", "comments", "date"]
 
 
-@CID11
 def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(cid11, replay_server):
     result, replay = cid11, replay_server
     post = result.posts()["qutoutiao-1103.md"].decode()
@@ -228,7 +222,6 @@ def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(cid
     assert front(result.posts()["qutoutiao-1103.md"])["headimg"] == (f"{proxy}{base}/img/1103a.jpg")
 
 
-@CID11
 def test_articles_without_images_use_the_cover_or_leave_headimg_out(cid11):
     result = cid11
     posts = result.posts()
@@ -239,7 +232,6 @@ def test_articles_without_images_use_the_cover_or_leave_headimg_out(cid11):
     assert cover["headimg"] == cover["thumbnail"] == expected
 
 
-@CID11
 def test_missing_or_invalid_show_time_uses_the_crawl_time(cid11):
     result = cid11
     assert result.stat("articles/published_time_missing") == 2
