@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import crawlproc
 import pytest
 import redis
 from conftest import ROOT, TEST_SETTINGS
@@ -62,7 +61,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-site")
     generated = generate_site(root / "site", ARTICLES, cid="900", per_page=6)
     with ReplayServer([generated.directory], latency=0.05) as local_server:
-        local = crawlproc.popen(
+        local = subprocess.Popen(
             scrapy_cmd(
                 "crawl",
                 "qutoutiao",
@@ -143,14 +142,14 @@ class Processes:
             STATE_DIR=str(self.tmp_path / f"w-{worker_id}"),
             **settings,
         )
-        proc = crawlproc.popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         self.procs.append(proc)
         return proc
 
     def coordinator(self, settings: dict[str, str]) -> subprocess.Popen:
         cmd = scrapy_cmd("crawlall", STATE_DIR=str(self.tmp_path / "coordinator"), **settings)
-        proc = crawlproc.popen(
+        proc = subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         self.procs.append(proc)
@@ -164,9 +163,8 @@ class Processes:
                 proc.send_signal(signal.SIGTERM)
         return [proc.wait(60) for proc in workers]
 
-    def logs(self, tail: int | None = 1500) -> str:
-        texts = (p.read_text() for p in self.tmp_path.glob("worker-*.log"))
-        return "\n".join(text[-tail:] if tail else text for text in texts)
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-1500:] for p in self.tmp_path.glob("worker-*.log"))
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -214,15 +212,11 @@ def test_three_workers_one_killed_and_back_redis_restarted_every_article_once_at
             assert hits_at_kill, "the victim never held a lease:\n" + procs.logs()
             client.close()
             redis_server.stop()
-            # down until a worker has seen it go (an event, not a guess at how long that takes)
-            deadline = time.monotonic() + 30
-            while "Redis is unreachable" not in procs.logs(tail=None):
-                assert time.monotonic() < deadline, "no worker saw Redis go:\n" + procs.logs()
-                time.sleep(0.02)
+            time.sleep(1.5)
             redis_server.start()
             # back under the same id: it must not publish what its last life held
             procs.worker("w0", settings)
-            status = crawlproc.popen(
+            status = subprocess.Popen(
                 scrapy_cmd("cluster", "--json", **settings),
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
@@ -239,7 +233,7 @@ def test_three_workers_one_killed_and_back_redis_restarted_every_article_once_at
         assert coordinator.returncode == 0, err[-3000:] + procs.logs()
         assert "gen " in out and "total" in out
         logs = procs.logs() + err
-        assert "unreachable" in procs.logs(tail=None) + err and "is back" in logs
+        assert "unreachable" in logs and "is back" in logs
 
         # every article once, with one machine's bytes
         posts = {p.name: p.read_bytes() for p in (tmp_path / "out").glob("*.md")}
@@ -303,7 +297,7 @@ def test_cluster_exit_statuses_before_anything_is_crawled(tmp_path, redis_url, r
         ),
     }
     procs = {
-        name: crawlproc.popen(
+        name: subprocess.Popen(
             cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for name, cmd in runs.items()
