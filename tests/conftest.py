@@ -10,6 +10,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import crawlproc
 import pytest
 
 from aggregator.devtools.replay import ReplayServer
@@ -57,6 +58,10 @@ TEST_SETTINGS = {
     "DOWNLOAD_TIMEOUT": "10",
     "LOG_LEVEL": "INFO",
 }
+
+
+def pytest_unconfigure(config):
+    crawlproc.stop()
 
 
 @pytest.fixture(scope="session")
@@ -147,9 +152,12 @@ class Crawler:
         if memory_limit is not None:
             cmd = [sys.executable, "-c", _MEASURED, str(memory_limit), str(rss_file), *cmd]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        proc = subprocess.run(
-            cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
-        )
+        if memory_limit is not None:  # the wrapper measures a child it starts itself
+            proc = subprocess.run(
+                cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=full_env
+            )
+        else:
+            proc = crawlproc.run(cmd, cwd=ROOT, env=full_env, timeout=timeout)
         stats = json.loads(stats_file.read_text()) if stats_file.exists() else {}
         rss = int(rss_file.read_text()) if rss_file.exists() else None
         return CrawlResult(proc.returncode, proc.stdout, proc.stderr, stats, self.output, rss)

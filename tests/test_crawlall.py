@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import crawlproc
 import pytest
 
 from aggregator.devtools.replay import Reply
@@ -77,7 +78,7 @@ def start(crawler, *args: str, **settings: str) -> subprocess.Popen:
     for name, value in crawler.settings(**settings).items():
         cmd += ["-s", f"{name}={value}"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
+    return crawlproc.popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 

@@ -3,6 +3,7 @@ Atom feeds served by the replay server, plus its argument checks in-process."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 from pathlib import Path
@@ -144,6 +145,19 @@ def test_malformed_but_readable_feed_is_used_and_reported(crawler, replay):
     assert titles == ["Salt & pepper notes", "Second & last"]
 
 
+@functools.cache
+def _padded_feed_gzipped() -> bytes:
+    feed = (FEEDS / "rsshub-zaker.rss").read_bytes()
+    return gzip.compress(feed.replace(b"</channel>", b"<!--" + b" " * 200_000 + b"--></channel>"))
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    """64 MiB of zeros in 64 KiB (compressed once, not for each case below); DOWNLOAD_MAXSIZE
+    stays at the project's 16 MiB."""
+    return gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+
+
 @pytest.mark.parametrize(
     ("path", "stat", "message", "settings"),
     [
@@ -174,13 +188,9 @@ def test_malformed_but_readable_feed_is_used_and_reported(crawler, replay):
 def test_bad_feed_fails_the_run_with_a_clear_message(
     crawler, replay, path, stat, message, settings
 ):
-    feed = (FEEDS / "rsshub-zaker.rss").read_bytes()
-    padded = feed.replace(b"</channel>", b"<!--" + b" " * 200_000 + b"--></channel>")
     gzipped = {"Content-Encoding": "gzip"}
-    replay.set_reply("/gzipped.rss", Reply(body=gzip.compress(padded), headers=gzipped))
-    # 64 MiB of zeros in 64 KiB; DOWNLOAD_MAXSIZE stays at the project's 16 MiB
-    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
-    replay.set_reply("/gzip-bomb.rss", Reply(body=bomb, headers=gzipped))
+    replay.set_reply("/gzipped.rss", Reply(body=_padded_feed_gzipped(), headers=gzipped))
+    replay.set_reply("/gzip-bomb.rss", Reply(body=_gzip_bomb(), headers=gzipped))
     result = crawl_feed(crawler, path, **settings)
     assert result.returncode == 1, result.stderr
     assert result.stat(f"feeds/{stat}") == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from aggregator.pipelines.write import WritePipeline
+from conftest import Crawler, CrawlResult
 from scrapy.utils.test import get_crawler
 
 from aggregator.devtools.replay import Reply
@@ -169,8 +170,19 @@ def test_bad_spider_argument_exits_2_before_crawling(crawler, replay):
 
 
 # --- content -------------------------------------------------------------------------------
-def test_hostile_html_never_reaches_the_post(crawler, replay):
+@pytest.fixture(scope="module")
+def cid11(tmp_path_factory, replay_server) -> CrawlResult:
+    """One crawl of cid 11 (hostile HTML, an odd title, lazy images, covers, bad show_time)
+    that the content tests below each read."""
+    replay_server.reset()
+    crawler = Crawler(tmp_path_factory.mktemp("cid11"), replay_server.base_url)
     result = crawler.crawl("qutoutiao", "cid=11")
+    replay_server.reset()
+    return result
+
+
+def test_hostile_html_never_reaches_the_post(cid11):
+    result = cid11
     post = result.posts()["qutoutiao-1101.md"].decode()
     lowered = post.lower()
     for bad in (
@@ -188,16 +200,16 @@ def test_hostile_html_never_reaches_the_post(crawler, replay):
     assert 'src="https://cors.zfour.workers.dev/?http://127.0.0.1' in post
 
 
-def test_odd_title_round_trips_and_injects_no_key(crawler, replay):
-    result = crawler.crawl("qutoutiao", "cid=11")
+def test_odd_title_round_trips_and_injects_no_key(cid11):
+    result = cid11
     meta = front(result.posts()["qutoutiao-1102.md"])
     assert meta["title"] == 'NO: a #tag & "quotes" --- layout: x'
     assert "layout" not in meta
     assert list(meta) == ["title", "categories", "author", "comments", "date"]
 
 
-def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(crawler, replay):
-    result = crawler.crawl("qutoutiao", "cid=11")
+def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(cid11, replay_server):
+    result, replay = cid11, replay_server
     post = result.posts()["qutoutiao-1103.md"].decode()
     proxy = "https://cors.zfour.workers.dev/?"
     base = replay.base_url
@@ -210,8 +222,8 @@ def test_lazy_relative_and_protocol_relative_images_are_resolved_and_proxied(cra
     assert front(result.posts()["qutoutiao-1103.md"])["headimg"] == (f"{proxy}{base}/img/1103a.jpg")
 
 
-def test_articles_without_images_use_the_cover_or_leave_headimg_out(crawler, replay):
-    result = crawler.crawl("qutoutiao", "cid=11")
+def test_articles_without_images_use_the_cover_or_leave_headimg_out(cid11):
+    result = cid11
     posts = result.posts()
     no_image = front(posts["qutoutiao-1104.md"])
     assert "headimg" not in no_image and "thumbnail" not in no_image
@@ -220,8 +232,8 @@ def test_articles_without_images_use_the_cover_or_leave_headimg_out(crawler, rep
     assert cover["headimg"] == cover["thumbnail"] == expected
 
 
-def test_missing_or_invalid_show_time_uses_the_crawl_time(crawler, replay):
-    result = crawler.crawl("qutoutiao", "cid=11")
+def test_missing_or_invalid_show_time_uses_the_crawl_time(cid11):
+    result = cid11
     assert result.stat("articles/published_time_missing") == 2
     dates = {front(result.posts()[f"qutoutiao-{i}.md"])["date"] for i in (1106, 1107)}
     assert all(d.endswith(" GMT") for d in dates)

@@ -4,9 +4,11 @@ record; a second copy adds nothing; bad URIs and unreachable stores exit 2 and 1
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
+import crawlproc
 import pytest
 from conftest import ROOT
 from scrapy import Spider
@@ -23,7 +25,7 @@ def state_copy(*args: str, **settings: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "scrapy", "state-copy", *args]
     for name, value in settings.items():
         cmd += ["-s", f"{name}={value}"]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    return crawlproc.run(cmd, cwd=ROOT, env=dict(os.environ), timeout=60)
 
 
 async def dump(state) -> dict:
