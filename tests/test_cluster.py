@@ -418,6 +418,41 @@ def test_an_expired_lease_goes_back_and_its_article_is_checked_again(queue):
     assert queue.server.scard(queue.keys.requeued) == 0
 
 
+@pytest.mark.parametrize(("start", "lease"), [("fork", "2"), ("exec", "5")])
+def test_a_worker_back_under_its_id_at_once_loses_none_of_its_dead_lifes_requests(
+    redis_url, redis_prefix, start, lease
+):
+    """Worker w0 is SIGKILLed holding three leases and its next life, same id, starts before
+    they can expire: forked from one process that imported the queue module (`fork`: a launcher
+    or supervisor that preloads the project) or a new interpreter (`exec`). The next life must
+    not take over its dead life's leases; they expire and each of the six requests is crawled
+    exactly once, the dead life's three checked again (their article may be published)."""
+    spider = _Spider(redis_prefix)
+    server = redis.Redis.from_url(redis_url)
+    queue = LeasingQueue(server, spider, "unused", serializer)
+    urls = [f"http://example.com/life/{n}" for n in range(6)]
+    for n, url in enumerate(urls):
+        queue.push(Request(url, callback=spider.parse, priority=-n))  # popped in this order
+    helper = str(ROOT / "tests" / "leaselife.py")
+    result = subprocess.run(
+        [sys.executable, helper, start, redis_url, redis_prefix, lease],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["dead_in_flight"] == 3  # the next life started while they were still leased
+    lives = report["incarnations"]  # each life leases and reports stats in a name of its own
+    assert lives["dead"] != lives["next"]
+    crawled = collections.Counter(url for url, _ in report["crawled"])
+    assert crawled == collections.Counter(urls)  # every request once, none lost
+    assert {url for url, recheck in report["crawled"] if recheck} == set(urls[:3])
+    assert server.zcard(queue.keys.inflight) == server.hlen(queue.keys.leases) == len(queue) == 0
+    server.close()
+
+
 def test_seen_and_queued_in_one_step(queue):
     one = queue._encode_request(Request("http://example.com/d", callback=queue.spider.parse))
     assert queue.push_encoded(one, 0, "fp-d") is True

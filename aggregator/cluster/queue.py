@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import uuid
 from typing import Any
@@ -41,6 +42,7 @@ __all__ = [
     "LEASE_META",
     "LeasingQueue",
     "encode_request",
+    "incarnation",
     "requeue_expired",
 ]
 
@@ -129,8 +131,26 @@ return #ARGV
 
 _counter = itertools.count()
 # Lease ids are unique per process, so a worker restarted under the same CLUSTER_WORKER_ID never
-# reuses (and overwrites) a lease its previous life still holds.
+# reuses (and overwrites) a lease its previous life still holds: reusing one would replace the
+# dead life's request in the `leases` hash, and acking it would lose that request for good. A
+# process forked from one that imported this module (a supervisor or launcher that preloads the
+# project) gets one of its own too (`_new_incarnation`), not its parent's, which every other
+# child of that parent shares. Read it through `incarnation()`: a copy taken at import would
+# keep the parent's value.
 INCARNATION = uuid.uuid4().hex[:8]
+
+
+def incarnation() -> str:
+    """This process's lease-id prefix (and stats reporter name), unique per process."""
+    return INCARNATION
+
+
+def _new_incarnation() -> None:
+    global INCARNATION
+    INCARNATION = uuid.uuid4().hex[:8]
+
+
+os.register_at_fork(after_in_child=_new_incarnation)
 
 
 def requeue_expired(server: Any, keys: ClusterKeys, limit: int = 1000) -> int:
@@ -248,7 +268,7 @@ class LeasingQueue(Base):
         return queued
 
     def pop(self, timeout: int = 0) -> Request | None:
-        lease_id = f"{self.worker}:{INCARNATION}:{next(_counter)}"
+        lease_id = f"{self.worker}:{incarnation()}:{next(_counter)}"
         deadline = int((time.time() + self.lease) * 1000)
         popped = self._pop(
             keys=[self.key, self.keys.inflight, self.keys.leases, self.keys.requeued],

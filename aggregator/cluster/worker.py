@@ -41,7 +41,7 @@ from scrapy.utils.ossignal import install_shutdown_handlers
 from twisted.internet.defer import Deferred
 
 from aggregator.cluster.keys import ClusterKeys
-from aggregator.cluster.queue import INCARNATION, requeue_expired
+from aggregator.cluster.queue import incarnation, requeue_expired
 from aggregator.cluster.tracking import lease_tracker
 
 if TYPE_CHECKING:
@@ -380,7 +380,7 @@ class ClusterWorker:
     def _heartbeat(self) -> None:
         record = {
             "id": self.id,
-            "incarnation": INCARNATION,
+            "incarnation": incarnation(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": self.started,
@@ -445,7 +445,7 @@ class ClusterWorker:
             stats = {}
         value = json.dumps({"stats": stats_snapshot(stats), "final": final, "at": time.time()})
         assert self.run_id is not None
-        reporter = f"{self.id}/{INCARNATION}"  # one report per process, not per worker id
+        reporter = f"{self.id}/{incarnation()}"  # one report per process, not per worker id
         self.server.hset(self.keys.stats(self.run_id, crawl.name), reporter, value)
 
     def may_close(self, run_id: str) -> bool:
