@@ -181,6 +181,15 @@ class Processes:
                 proc.wait(10)
 
 
+def _leases_of(client: redis.Redis, cluster_keys: ClusterKeys, worker: str) -> dict[str, bytes]:
+    """The leases `worker` holds now: lease id -> the leased entry."""
+    return {
+        lease: client.hget(cluster_keys.leases, lease)
+        for lease in (k.decode() for k in client.hkeys(cluster_keys.leases))
+        if lease.startswith(f"{worker}:")
+    }
+
+
 def test_three_workers_one_killed_and_back_redis_restarted_every_article_once_at_the_rate(
     tmp_path, site
 ):
@@ -206,13 +215,11 @@ def test_three_workers_one_killed_and_back_redis_restarted_every_article_once_at
             victim, hits_at_kill = workers[0], {}
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and coordinator.poll() is None:
-                held = {
-                    lease: client.hget(cluster_keys.leases, lease)
-                    for lease in (k.decode() for k in client.hkeys(cluster_keys.leases))
-                    if lease.startswith("w0:")
-                }
-                if held and len(arrivals) >= 6:  # mid-run, holding requests
+                if _leases_of(client, cluster_keys, "w0") and len(arrivals) >= 6:  # mid-run
                     victim.send_signal(signal.SIGKILL)
+                    victim.wait(10)
+                    # what it held when it died (it may have finished some since the look)
+                    held = _leases_of(client, cluster_keys, "w0")
                     urls = [json.loads(v.split(b"\n", 2)[2])["url"] for v in held.values() if v]
                     hits_at_kill = {u: server.hits(u.split(server.base_url, 1)[1]) for u in urls}
                     break
