@@ -455,11 +455,12 @@ async def age_index(crawler, seconds: float) -> None:
 
 
 async def end(crawler, item: Any, signal: object, *, published: bool = False) -> None:
-    """Scrapy's end of `item` (no waiting for the pipeline to settle its claim)."""
+    """Scrapy's end of `item`; the pipeline's settling of the claim is left running (the
+    handlers only start it), for close_spider to wait for."""
     if published:
         state = await crawl_state(crawler).open()
         await state.published.mark_published([(item.key, f"out/{item.key}.md")])
-    await crawler.signals.send_catch_log_async(
+    crawler.signals.send_catch_log(
         signal=signal,
         item=item,
         response=None,
