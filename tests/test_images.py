@@ -520,7 +520,7 @@ def test_an_unreachable_image_bucket_stops_the_crawl_before_it_starts(crawler, r
 
 @pytest.mark.parametrize(
     ("expires", "age_days", "fresh"),
-    [("0", 3650, True), ("7", 6, True), ("7", 8, False), ("0.5", 1, False)],
+    [("0", 3650, True), ("7", 6, True), ("7", 8, False), ("0.5", 1, False), ("7", 7.00004, False)],
 )
 def test_a_stored_image_is_used_until_it_expires(tmp_path, expires, age_days, fresh):
     settings = {"IMAGES_MIRROR_URI": str(tmp_path), "IMAGES_MIRROR_BASE_URL": "/i/"}
@@ -554,12 +554,18 @@ class Downloader:
 
 class InlineDirectoryStore(DirectoryImageStore):
     """The directory store, its lookups and writes done inline: the real store hands them to
-    the reactor's thread pool, which only runs under a reactor."""
+    the reactor's thread pool, which only runs under a reactor. It keeps the metadata each
+    write was given, which the S3 store stores with the object."""
+
+    def __init__(self, uri: str, *, fsync: bool = True):
+        super().__init__(uri, fsync=fsync)
+        self.given: dict[str, tuple[Any, Any]] = {}  # path -> (meta, headers)
 
     def stat_file(self, path: str, info: Any) -> Any:
         return defer.maybeDeferred(self.lookup, path)
 
     def persist_file(self, path: str, buf: Any, info: Any, meta=None, headers=None) -> Any:
+        self.given[path] = (meta, headers)
         return defer.maybeDeferred(self.write, path, buf.getvalue())
 
 
@@ -619,6 +625,7 @@ FAILING = {
         "size (20000)."
     ),
     "filtered.jpg": IgnoreRequest("offsite"),
+    "stopped.jpg": defer.CancelledError("the download was stopped"),
     "refused.jpg": ConnectionRefusedError("Connection was refused by other side"),
 }
 FAILED = {  # name -> (reason, detail)
@@ -634,6 +641,7 @@ FAILED = {  # name -> (reason, detail)
         "size (20000).",
     ),
     "filtered.jpg": ("filtered", "IgnoreRequest: offsite"),
+    "stopped.jpg": ("download_error", "CancelledError: the download was stopped"),
     "refused.jpg": (
         "download_error",
         "ConnectionRefusedError: Connection was refused by other side",
@@ -659,16 +667,17 @@ def test_the_pipeline_mirrors_each_image_once_and_rewrites_only_the_mirrored(tmp
             "http://[::1/bad.jpg": PX + "http://[::1/bad.jpg",
         }
     )
-    item["body"] += f'<img src="{PX}http://[::1/bad.jpg">'
+    item["body"] = f'<img src="{PX}http://[::1/bad.jpg">' + item["body"]
     before = dict(item)
 
     async def scenario():
         pipeline = await opened_pipeline(crawler)
         assert await pipeline.process_item(item) is item
         pipeline.close_spider()
+        return pipeline.store.given
 
     with caplog.at_level(logging.INFO):
-        asyncio.run(scenario())
+        given = asyncio.run(scenario())
     assert f"Mirroring images to {tmp_path / 'mirror'}, served at {BASE_URL}" in caplog.messages
 
     # each original once, in document order (the cover is the body's first image), none twice
@@ -689,6 +698,14 @@ def test_the_pipeline_mirrors_each_image_once_and_rewrites_only_the_mirrored(tmp
     paths["anim.gif"] = stored_path(other, "anim.gif")
     for name, path in paths.items():
         assert (tmp_path / "mirror" / path).read_bytes() == fixture_bytes(name)
+    # what the S3 store keeps with each object
+    assert given == {
+        path: (
+            {"source-url": other if name == "anim.gif" else ORIGIN + name},
+            {"Content-Type": GOOD[name].content_type},
+        )
+        for name, path in paths.items()
+    }
     new = {PX + ORIGIN + n: BASE_URL + p for n, p in paths.items() if n != "anim.gif"}
     new[PX + other] = BASE_URL + paths["anim.gif"]
     expected_body = before["body"]
@@ -701,6 +718,7 @@ def test_the_pipeline_mirrors_each_image_once_and_rewrites_only_the_mirrored(tmp
 
     stats = crawler.stats.get_stats()
     assert stats[STAT_MIRRORED] == 3
+    assert stats["file_status_count/downloaded"] == 3
     assert stats[STAT_BYTES] == sum(len(fixture_bytes(n)) for n in ["anim.gif", *good])
     reasons = Counter(reason for reason, _ in FAILED.values())
     reasons["bad_url"] = 1
@@ -753,14 +771,19 @@ def test_an_article_without_images_to_mirror_passes_untouched(tmp_path):
 def test_required_images_fail_the_article_with_what_was_not_mirrored(tmp_path):
     downloader = Downloader({"missing.jpg": 404})
     crawler = pipeline_crawler(tmp_path, downloader, IMAGES_MIRROR_REQUIRED=True)
-    item = mirrored_item(["photo.jpg", "missing.jpg"])
+    item = mirrored_item(["photo.jpg", "missing.jpg", "logo.svg"])
     before = dict(item)
     with pytest.raises(ImagesNotMirrored) as failed:
         asyncio.run(_process(crawler, item))
     assert isinstance(failed.value, ArticleFailed)  # the pending recorder keeps it
     assert (failed.value.key, failed.value.url) == ("feed-1", ARTICLE_URL)
-    assert failed.value.failures == [(ORIGIN + "missing.jpg", "http_404", "HTTP 404")]
-    assert str(failed.value) == f"1 image(s) not mirrored: {ORIGIN}missing.jpg (http_404)"
+    assert failed.value.failures == [
+        (ORIGIN + "missing.jpg", "http_404", "HTTP 404"),
+        (ORIGIN + "logo.svg", "svg", "an SVG image (it can carry script)"),
+    ]
+    assert str(failed.value) == (
+        f"2 image(s) not mirrored: {ORIGIN}missing.jpg (http_404), {ORIGIN}logo.svg (svg)"
+    )
     assert item == before  # nothing rewritten
 
 
@@ -784,7 +807,10 @@ def test_a_broken_store_is_logged_and_the_image_keeps_its_address(tmp_path, capl
     assert crawler.stats.get_value(failed_stat("store_error")) == 1
     url = ORIGIN + "photo.jpg"
     lines = warnings_of(caplog)
-    assert any(line.startswith(f"Could not look up {url} in the image store: ") for line in lines)
+    assert any(
+        line.startswith(f"Could not look up {url} in the image store: [Errno 20] Not a directory")
+        for line in lines
+    ), lines
     path = stored_path(url, "photo.jpg")
     prefix = f"Image {url} of feed-1 <{ARTICLE_URL}> not mirrored: {tmp_path / 'mirror' / path}: "
     assert any(line.startswith(prefix) for line in lines), lines
@@ -817,3 +843,43 @@ def test_the_store_follows_the_uri_and_the_settings(tmp_path):
     assert pipeline.expires == 7
     s3 = pipeline_crawler(tmp_path, Downloader(), IMAGES_MIRROR_URI="s3://bucket/images")
     assert type(ImageMirrorPipeline.from_crawler(s3).store) is S3ImageStore
+
+
+def test_the_cover_is_mirrored_on_its_own_and_keeps_its_address_when_it_fails(tmp_path):
+    crawler = pipeline_crawler(tmp_path, Downloader({"missing.jpg": 404}))
+    cover = mirrored_item(["photo.jpg"], head="cover.png")
+    failed = {**mirrored_item(["photo.jpg"], head="missing.jpg"), "key": "feed-2"}
+    for item in (cover, failed):
+        asyncio.run(_process(crawler, item))
+    assert cover["headimg"] == BASE_URL + stored_path(ORIGIN + "cover.png", "cover.png")
+    assert failed["headimg"] == PX + ORIGIN + "missing.jpg"
+    photo = BASE_URL + stored_path(ORIGIN + "photo.jpg", "photo.jpg")
+    assert failed["images"] == [PX + ORIGIN + "missing.jpg", photo]
+
+
+def test_an_image_of_exactly_maxsize_is_stored(tmp_path):
+    edge = b"\xff\xd8\xff" + b"\0" * (20_000 - 3)
+    crawler = pipeline_crawler(tmp_path, Downloader({"edge.jpg": edge}))
+    item = mirrored_item(["edge.jpg"], head="edge.jpg")
+    asyncio.run(_process(crawler, item))
+    path = image_path(ORIGIN + "edge.jpg", edge, JPEG)
+    assert item["mirrored_images"] == [path]
+    assert (tmp_path / "mirror" / path).read_bytes() == edge
+
+
+def test_an_expired_image_downloaded_again_unchanged_counts_as_already_stored(tmp_path):
+    """IMAGES_MIRROR_EXPIRES: the stored copy is too old, so the image is downloaded again;
+    the same bytes have the same name, which the store does not overwrite."""
+    downloader = Downloader()
+    crawler = pipeline_crawler(tmp_path, downloader, IMAGES_MIRROR_EXPIRES=1)
+    path = stored_path(ORIGIN + "photo.jpg", "photo.jpg")
+    target = tmp_path / "mirror" / path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(fixture_bytes("photo.jpg"))
+    os.utime(target, (time.time() - 2 * 86400,) * 2)
+    item = mirrored_item(["photo.jpg"])
+    asyncio.run(_process(crawler, item))
+    assert [r.url for r in downloader.requests] == [ORIGIN + "photo.jpg"]
+    assert item["headimg"] == BASE_URL + path
+    assert crawler.stats.get_value(STAT_ALREADY_STORED) == 1
+    assert crawler.stats.get_value(STAT_MIRRORED) is None
