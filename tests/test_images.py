@@ -657,7 +657,8 @@ def test_the_pipeline_mirrors_each_image_once_and_rewrites_only_the_mirrored(tmp
     good = ["photo.jpg", "chart.png"]
     names = [*good, "photo.jpg", *FAILED]
     other = "http://noref.example.cn/img/anim.gif"
-    extra = f'<p><img src="{PX}{other}"><img src="data:image/gif;base64,R0lGOD"></p>'
+    # an address with no original to mirror (data:) before one with
+    extra = f'<p><img src="data:image/gif;base64,R0lGOD"><img src="{PX}{other}"></p>'
     item = mirrored_item(names, extra=extra)
     item["image_sources"].update(
         {
