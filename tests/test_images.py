@@ -1,5 +1,6 @@
-"""Image mirroring (IMAGES_MIRROR_URI): the helpers on their own, then real crawls that mirror
-the fixture site's images (tests/fixtures/images) into a directory and into moto's S3 server."""
+"""Image mirroring (IMAGES_MIRROR_URI): the helpers on their own, real crawls that mirror the
+fixture site's images (tests/fixtures/images) into a directory and into moto's S3 server, then
+the pipeline in-process (the mutation score's tests: mutmut only sees its own process)."""
 
 from __future__ import annotations
 

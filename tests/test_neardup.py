@@ -297,7 +297,7 @@ def test_log_mode_publishes_the_copy_but_counts_and_logs_it(tmp_path, caplog):
 
 
 def test_off_disables_the_pipeline_and_bad_settings_are_config_errors(tmp_path):
-    with pytest.raises(NotConfigured, match="off"):
+    with pytest.raises(NotConfigured, match=r"^NEAR_DUPLICATES is off$"):
         NearDuplicatePipeline.from_crawler(project_crawler(tmp_path, NEAR_DUPLICATES="off"))
     bad = [
         ({"NEAR_DUPLICATES": "sometimes"}, "must be one of skip, log, off"),
