@@ -178,15 +178,20 @@ class NearDuplicatePipeline:
         raise DropItem(f"near-duplicate of {match.key}", log_level="DEBUG")
 
     # -- how the item ended (Scrapy's signals, after the last pipeline) ---------------------
-    def _written(self, item: Any) -> None:
-        key = self._claimed_key(item)
-        if key is not None:
-            self._settle(self._confirm(key))
+    # The handlers only forward: Scrapy passes a handler the arguments its signature names,
+    # which a mutated function's wrapper hides, so they are not mutated; _item_ended is.
+    def _written(self, item: Any) -> None:  # pragma: no mutate block
+        self._item_ended(item, written=True)
 
-    def _ended(self, item: Any) -> None:
+    def _ended(self, item: Any) -> None:  # pragma: no mutate block
+        self._item_ended(item, written=False)
+
+    def _item_ended(self, item: Any, *, written: bool) -> None:
+        """Settle the claim `item` holds: confirmed if it was written, else as the state says."""
         key = self._claimed_key(item)
-        if key is not None:
-            self._settle(self._confirm_if_published(key))
+        if key is None:
+            return
+        self._settle(self._confirm(key) if written else self._confirm_if_published(key))
 
     def _claimed_key(self, item: Any) -> str | None:
         key = ItemAdapter(item).get("key")

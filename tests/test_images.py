@@ -1,24 +1,36 @@
-"""Image mirroring (IMAGES_MIRROR_URI): the helpers on their own, then real crawls that mirror
-the fixture site's images (tests/fixtures/images) into a directory and into moto's S3 server."""
+"""Image mirroring (IMAGES_MIRROR_URI): the helpers on their own, real crawls that mirror the
+fixture site's images (tests/fixtures/images) into a directory and into moto's S3 server, then
+the pipeline in-process (the mutation score's tests: mutmut only sees its own process)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import re
+import shutil
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from aggregator.pipelines.images import ImageMirrorPipeline
+from aggregator.pipelines.images import ImageMirrorPipeline, ImagesNotMirrored
 from aggregator.pipelines.normalize import NormalizeHtmlPipeline
-from scrapy.exceptions import NotConfigured
+from scrapy import Spider
+from scrapy.exceptions import CloseSpider, IgnoreRequest, NotConfigured
+from scrapy.http import Request, Response
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
+from twisted.internet import defer
+from twisted.internet import error as twisted_errors
 
+from aggregator import settings as settings_module
 from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
+from aggregator.images import STAT_ALREADY_STORED, STAT_BYTES, STAT_MIRRORED, failed_stat
 from aggregator.images.addresses import (
     SourceRecorder,
     image_addresses,
@@ -28,9 +40,10 @@ from aggregator.images.paths import image_path, mirrored_address, source_digest,
 from aggregator.images.referer import RefererPolicy
 from aggregator.images.settings import MirrorSettings
 from aggregator.images.sniff import AVIF, GIF, JPEG, PNG, WEBP, Refused, sniff
-from aggregator.images.stores import DirectoryImageStore
+from aggregator.images.stores import DirectoryImageStore, S3ImageStore
 from aggregator.items import Article
 from aggregator.render.html import DEFAULT_IMAGE_PROXY, ImageProxy, normalise_html
+from aggregator.state.pending import ArticleFailed
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 IMAGES = FIXTURES / "images"
@@ -508,10 +521,367 @@ def test_an_unreachable_image_bucket_stops_the_crawl_before_it_starts(crawler, r
 
 @pytest.mark.parametrize(
     ("expires", "age_days", "fresh"),
-    [("0", 3650, True), ("7", 6, True), ("7", 8, False), ("0.5", 1, False)],
+    [("0", 3650, True), ("7", 6, True), ("7", 8, False), ("0.5", 1, False), ("7", 7.00004, False)],
 )
 def test_a_stored_image_is_used_until_it_expires(tmp_path, expires, age_days, fresh):
     settings = {"IMAGES_MIRROR_URI": str(tmp_path), "IMAGES_MIRROR_BASE_URL": "/i/"}
     crawler = get_crawler(settings_dict={**settings, "IMAGES_MIRROR_EXPIRES": expires})
     pipeline = ImageMirrorPipeline.from_crawler(crawler)
     assert pipeline.is_fresh({"last_modified": time.time() - age_days * 86400}) is fresh
+
+
+# --- the pipeline in-process: the hooks FilesPipeline calls, with the project's settings ------
+class Downloader:
+    """Stands in for the crawler's downloader (`crawler.engine.download_async`): serves the
+    fixture images by file name and answers the names in `answers` with a status or an
+    exception, recording every request it is given."""
+
+    def __init__(self, answers: dict[str, Any] | None = None):
+        self.answers = answers or {}
+        self.requests: list[Request] = []
+
+    async def download_async(self, request: Request) -> Response:
+        self.requests.append(request)
+        name = request.url.rsplit("/", 1)[1]
+        answer = self.answers.get(name)
+        if isinstance(answer, BaseException):
+            raise answer
+        if isinstance(answer, bytes):
+            return Response(request.url, body=answer, request=request)
+        if isinstance(answer, int):
+            return Response(request.url, status=answer, body=b"gone", request=request)
+        return Response(request.url, body=fixture_bytes(name), request=request)
+
+
+class InlineDirectoryStore(DirectoryImageStore):
+    """The directory store, its lookups and writes done inline: the real store hands them to
+    the reactor's thread pool, which only runs under a reactor. It keeps the metadata each
+    write was given, which the S3 store stores with the object."""
+
+    def __init__(self, uri: str, *, fsync: bool = True):
+        super().__init__(uri, fsync=fsync)
+        self.given: dict[str, tuple[Any, Any]] = {}  # path -> (meta, headers)
+
+    def stat_file(self, path: str, info: Any) -> Any:
+        return defer.maybeDeferred(self.lookup, path)
+
+    def persist_file(self, path: str, buf: Any, info: Any, meta=None, headers=None) -> Any:
+        self.given[path] = (meta, headers)
+        return defer.maybeDeferred(self.write, path, buf.getvalue())
+
+
+ORIGIN = "http://img.example.cn/img/"
+ARTICLE_URL = "http://news.example.cn/a/1.html"
+
+
+def pipeline_crawler(tmp_path, downloader: Downloader, **values: Any):
+    settings = {name: getattr(settings_module, name) for name in dir(settings_module)}
+    settings = {name: value for name, value in settings.items() if name.isupper()}
+    settings.update(
+        STATE_DIR=str(tmp_path / "state"),
+        IMAGES_MIRROR_URI=str(tmp_path / "mirror"),
+        IMAGES_MIRROR_BASE_URL=BASE_URL,
+        IMAGES_MIRROR_MAXSIZE=20_000,
+    )
+    settings.update(values)
+    crawler = get_crawler(Spider, settings)
+    crawler.spider = Spider("test")
+    crawler.engine = downloader
+    return crawler
+
+
+async def opened_pipeline(crawler) -> ImageMirrorPipeline:
+    pipeline = ImageMirrorPipeline.from_crawler(crawler)
+    pipeline.store = InlineDirectoryStore(str(pipeline.store.directory), fsync=False)
+    await pipeline.open_spider()
+    return pipeline
+
+
+def mirrored_item(names: list[str], *, head: str = "photo.jpg", extra: str = "") -> dict:
+    """An article as the normaliser leaves it: proxied image addresses in the body and the
+    cover, each recorded with its original."""
+    sources = {ORIGIN + name: PX + ORIGIN + name for name in [*names, head]}
+    body = "".join(f'<p><img src="{PX}{ORIGIN}{name}"></p>' for name in names) + extra
+    return {
+        "key": "feed-1",
+        "url": ARTICLE_URL,
+        "body": body,
+        "headimg": PX + ORIGIN + head,
+        "images": [PX + ORIGIN + head, PX + ORIGIN + names[-1]],
+        "image_sources": sources,
+    }
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+FAILING = {
+    "missing.jpg": 404,
+    "huge.jpg": b"\xff\xd8\xff" + b"\0" * 20_000,
+    "empty.jpg": b"",
+    "slow.jpg": twisted_errors.TimeoutError(),
+    "cut.jpg": defer.CancelledError(
+        "Cancelling download of x: expected response size (90000) larger than download max "
+        "size (20000)."
+    ),
+    "filtered.jpg": IgnoreRequest("offsite"),
+    "stopped.jpg": defer.CancelledError("the download was stopped"),
+    "refused.jpg": ConnectionRefusedError("Connection was refused by other side"),
+}
+FAILED = {  # name -> (reason, detail)
+    "missing.jpg": ("http_404", "HTTP 404"),
+    "huge.jpg": ("too_big", "20003 bytes > IMAGES_MIRROR_MAXSIZE"),
+    "empty.jpg": ("empty", "empty body"),
+    "page.jpg": ("html", "an HTML page, not an image"),
+    "logo.svg": ("svg", "an SVG image (it can carry script)"),
+    "slow.jpg": ("timeout", f"TimeoutError: {twisted_errors.TimeoutError()}"),
+    "cut.jpg": (
+        "too_big",
+        "Cancelling download of x: expected response size (90000) larger than download max "
+        "size (20000).",
+    ),
+    "filtered.jpg": ("filtered", "IgnoreRequest: offsite"),
+    "stopped.jpg": ("download_error", "CancelledError: the download was stopped"),
+    "refused.jpg": (
+        "download_error",
+        "ConnectionRefusedError: Connection was refused by other side",
+    ),
+}
+
+
+def test_the_pipeline_mirrors_each_image_once_and_rewrites_only_the_mirrored(tmp_path, caplog):
+    downloader = Downloader(FAILING)
+    crawler = pipeline_crawler(
+        tmp_path, downloader, IMAGES_MIRROR_REFERER='{"noref.example.cn": "none"}'
+    )
+    good = ["photo.jpg", "chart.png"]
+    names = [*good, "photo.jpg", *FAILED]
+    other = "http://noref.example.cn/img/anim.gif"
+    # an address with no original to mirror (data:) before one with
+    extra = f'<p><img src="data:image/gif;base64,R0lGOD"><img src="{PX}{other}"></p>'
+    item = mirrored_item(names, extra=extra)
+    item["image_sources"].update(
+        {
+            other: PX + other,
+            "data:image/gif;base64,R0lGOD": "data:image/gif;base64,R0lGOD",
+            ORIGIN + "unused.jpg": PX + ORIGIN + "unused.jpg",
+            "http://[::1/bad.jpg": PX + "http://[::1/bad.jpg",
+        }
+    )
+    item["body"] = f'<img src="{PX}http://[::1/bad.jpg">' + item["body"]
+    before = dict(item)
+
+    async def scenario():
+        pipeline = await opened_pipeline(crawler)
+        assert await pipeline.process_item(item) is item
+        pipeline.close_spider()
+        return pipeline.store.given
+
+    with caplog.at_level(logging.INFO):
+        given = asyncio.run(scenario())
+    assert f"Mirroring images to {tmp_path / 'mirror'}, served at {BASE_URL}" in caplog.messages
+
+    # each original once, in document order (the cover is the body's first image), none twice
+    requested = [r.url for r in downloader.requests]
+    assert requested == [ORIGIN + n for n in [*good, *FAILED]] + [other]
+    for request in downloader.requests:
+        referer = request.headers.get("Referer")
+        assert (referer.decode() if referer else None) == (
+            None if request.url == other else ARTICLE_URL
+        )
+        assert request.meta["download_maxsize"] == 20_000
+        assert request.meta["article_key"] == "feed-1"
+        # redirects are followed: 3xx go to the redirect middleware, the rest come back here
+        assert 302 not in request.meta["handle_httpstatus_list"]
+        assert 404 in request.meta["handle_httpstatus_list"]
+
+    paths = {name: stored_path(ORIGIN + name, name) for name in good}
+    paths["anim.gif"] = stored_path(other, "anim.gif")
+    for name, path in paths.items():
+        assert (tmp_path / "mirror" / path).read_bytes() == fixture_bytes(name)
+    # what the S3 store keeps with each object
+    assert given == {
+        path: (
+            {"source-url": other if name == "anim.gif" else ORIGIN + name},
+            {"Content-Type": GOOD[name].content_type},
+        )
+        for name, path in paths.items()
+    }
+    new = {PX + ORIGIN + n: BASE_URL + p for n, p in paths.items() if n != "anim.gif"}
+    new[PX + other] = BASE_URL + paths["anim.gif"]
+    expected_body = before["body"]
+    for address, mirrored in new.items():
+        expected_body = expected_body.replace(f'"{address}"', f'"{mirrored}"')
+    assert item["body"] == expected_body
+    assert item["headimg"] == new[PX + ORIGIN + "photo.jpg"]
+    assert item["images"] == [new[PX + ORIGIN + "photo.jpg"], PX + ORIGIN + "refused.jpg"]
+    assert item["mirrored_images"] == [paths["photo.jpg"], paths["chart.png"], paths["anim.gif"]]
+
+    stats = crawler.stats.get_stats()
+    assert stats[STAT_MIRRORED] == 3
+    assert stats["file_status_count/downloaded"] == 3
+    assert stats[STAT_BYTES] == sum(len(fixture_bytes(n)) for n in ["anim.gif", *good])
+    reasons = Counter(reason for reason, _ in FAILED.values())
+    reasons["bad_url"] = 1
+    assert {k: v for k, v in stats.items() if "/images/failed/" in k} == {
+        failed_stat(reason): count for reason, count in reasons.items()
+    }
+    lines = warnings_of(caplog)
+    assert "Image http://[::1/bad.jpg of feed-1: bad URL (Invalid IPv6 URL)" in lines
+    for name, (_, detail) in FAILED.items():
+        assert (
+            f"Image {ORIGIN}{name} of feed-1 <{ARTICLE_URL}> not mirrored: {detail}; "
+            "it keeps its proxied address"
+        ) in lines, name
+
+    # the next run finds what is stored without downloading it, and writes the same post
+    again_downloader = Downloader(FAILING)
+    again = pipeline_crawler(
+        tmp_path, again_downloader, IMAGES_MIRROR_REFERER='{"noref.example.cn": "none"}'
+    )
+    second = {**before, "image_sources": dict(item["image_sources"])}
+    asyncio.run(_process(again, second))
+    assert [r.url for r in again_downloader.requests] == [ORIGIN + n for n in FAILED]
+    assert (second["body"], second["headimg"], second["images"]) == (
+        item["body"],
+        item["headimg"],
+        item["images"],
+    )
+    assert second["mirrored_images"] == item["mirrored_images"]
+    stats = again.stats.get_stats()
+    assert stats[STAT_ALREADY_STORED] == 3
+    assert stats["file_status_count/uptodate"] == 3
+    assert STAT_MIRRORED not in stats
+
+
+async def _process(crawler, item: dict) -> None:
+    pipeline = await opened_pipeline(crawler)
+    assert await pipeline.process_item(item) is item
+    pipeline.close_spider()
+
+
+def test_an_article_without_images_to_mirror_passes_untouched(tmp_path):
+    downloader = Downloader()
+    crawler = pipeline_crawler(tmp_path, downloader)
+    item = {"key": "feed-1", "url": ARTICLE_URL, "body": "<p>文字</p>", "headimg": None}
+    asyncio.run(_process(crawler, item))
+    assert item == {"key": "feed-1", "url": ARTICLE_URL, "body": "<p>文字</p>", "headimg": None}
+    assert downloader.requests == []
+
+
+def test_required_images_fail_the_article_with_what_was_not_mirrored(tmp_path):
+    downloader = Downloader({"missing.jpg": 404})
+    crawler = pipeline_crawler(tmp_path, downloader, IMAGES_MIRROR_REQUIRED=True)
+    item = mirrored_item(["photo.jpg", "missing.jpg", "logo.svg"])
+    before = dict(item)
+    with pytest.raises(ImagesNotMirrored) as failed:
+        asyncio.run(_process(crawler, item))
+    assert isinstance(failed.value, ArticleFailed)  # the pending recorder keeps it
+    assert (failed.value.key, failed.value.url) == ("feed-1", ARTICLE_URL)
+    assert failed.value.failures == [
+        (ORIGIN + "missing.jpg", "http_404", "HTTP 404"),
+        (ORIGIN + "logo.svg", "svg", "an SVG image (it can carry script)"),
+    ]
+    assert str(failed.value) == (
+        f"2 image(s) not mirrored: {ORIGIN}missing.jpg (http_404), {ORIGIN}logo.svg (svg)"
+    )
+    assert item == before  # nothing rewritten
+
+
+def test_a_broken_store_is_logged_and_the_image_keeps_its_address(tmp_path, caplog):
+    """The mirror directory went away (a file in its place): looking up fails (logged, the
+    image is downloaded all the same) and storing fails (counted as store_error)."""
+    downloader = Downloader()
+    crawler = pipeline_crawler(tmp_path, downloader)
+    item = mirrored_item(["photo.jpg"])
+    before = dict(item)
+
+    async def scenario():
+        pipeline = await opened_pipeline(crawler)
+        shutil.rmtree(tmp_path / "mirror")
+        (tmp_path / "mirror").write_text("")
+        assert await pipeline.process_item(item) is item
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert item["body"] == before["body"] and item["mirrored_images"] == []
+    assert crawler.stats.get_value(failed_stat("store_error")) == 1
+    url = ORIGIN + "photo.jpg"
+    lines = warnings_of(caplog)
+    assert any(
+        line.startswith(f"Could not look up {url} in the image store: [Errno 20] Not a directory")
+        for line in lines
+    ), lines
+    path = stored_path(url, "photo.jpg")
+    prefix = f"Image {url} of feed-1 <{ARTICLE_URL}> not mirrored: {tmp_path / 'mirror' / path}: "
+    assert any(line.startswith(prefix) for line in lines), lines
+
+
+def test_an_unusable_mirror_directory_stops_the_crawl(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = pipeline_crawler(
+        tmp_path, Downloader(), IMAGES_MIRROR_URI=str(tmp_path / "a-file" / "img")
+    )
+    pipeline = ImageMirrorPipeline.from_crawler(crawler)
+    with caplog.at_level(logging.ERROR), pytest.raises(CloseSpider) as stopped:
+        asyncio.run(pipeline.open_spider())
+    assert stopped.value.reason == "images_unavailable"
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.startswith(f"Cannot mirror images: IMAGES_MIRROR_URI {tmp_path}/a-file/img: ")
+
+
+def test_the_store_follows_the_uri_and_the_settings(tmp_path):
+    crawler = pipeline_crawler(
+        tmp_path,
+        Downloader(),
+        IMAGES_MIRROR_URI=f"file://{tmp_path}/m",
+        IMAGES_MIRROR_EXPIRES=7,
+        OUTPUT_FSYNC=False,
+    )
+    pipeline = ImageMirrorPipeline.from_crawler(crawler)
+    assert type(pipeline.store) is DirectoryImageStore
+    assert (pipeline.store.directory, pipeline.store.fsync) == (tmp_path / "m", False)
+    assert pipeline.expires == 7
+    s3 = pipeline_crawler(tmp_path, Downloader(), IMAGES_MIRROR_URI="s3://bucket/images")
+    assert type(ImageMirrorPipeline.from_crawler(s3).store) is S3ImageStore
+
+
+def test_the_cover_is_mirrored_on_its_own_and_keeps_its_address_when_it_fails(tmp_path):
+    crawler = pipeline_crawler(tmp_path, Downloader({"missing.jpg": 404}))
+    cover = mirrored_item(["photo.jpg"], head="cover.png")
+    failed = {**mirrored_item(["photo.jpg"], head="missing.jpg"), "key": "feed-2"}
+    for item in (cover, failed):
+        asyncio.run(_process(crawler, item))
+    assert cover["headimg"] == BASE_URL + stored_path(ORIGIN + "cover.png", "cover.png")
+    assert failed["headimg"] == PX + ORIGIN + "missing.jpg"
+    photo = BASE_URL + stored_path(ORIGIN + "photo.jpg", "photo.jpg")
+    assert failed["images"] == [PX + ORIGIN + "missing.jpg", photo]
+
+
+def test_an_image_of_exactly_maxsize_is_stored(tmp_path):
+    edge = b"\xff\xd8\xff" + b"\0" * (20_000 - 3)
+    crawler = pipeline_crawler(tmp_path, Downloader({"edge.jpg": edge}))
+    item = mirrored_item(["edge.jpg"], head="edge.jpg")
+    asyncio.run(_process(crawler, item))
+    path = image_path(ORIGIN + "edge.jpg", edge, JPEG)
+    assert item["mirrored_images"] == [path]
+    assert (tmp_path / "mirror" / path).read_bytes() == edge
+
+
+def test_an_expired_image_downloaded_again_unchanged_counts_as_already_stored(tmp_path):
+    """IMAGES_MIRROR_EXPIRES: the stored copy is too old, so the image is downloaded again;
+    the same bytes have the same name, which the store does not overwrite."""
+    downloader = Downloader()
+    crawler = pipeline_crawler(tmp_path, downloader, IMAGES_MIRROR_EXPIRES=1)
+    path = stored_path(ORIGIN + "photo.jpg", "photo.jpg")
+    target = tmp_path / "mirror" / path
+    target.parent.mkdir(parents=True)
+    target.write_bytes(fixture_bytes("photo.jpg"))
+    os.utime(target, (time.time() - 2 * 86400,) * 2)
+    item = mirrored_item(["photo.jpg"])
+    asyncio.run(_process(crawler, item))
+    assert [r.url for r in downloader.requests] == [ORIGIN + "photo.jpg"]
+    assert item["headimg"] == BASE_URL + path
+    assert crawler.stats.get_value(STAT_ALREADY_STORED) == 1
+    assert crawler.stats.get_value(STAT_MIRRORED) is None

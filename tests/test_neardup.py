@@ -8,6 +8,7 @@ import asyncio
 import logging
 import random
 import re
+import shutil
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,11 @@ import pytest
 from aggregator.pipelines.neardup import NearDuplicatePipeline, check_near_duplicate_settings
 from neardupcases import negatives, original, positives, reference_article
 from scrapy import Spider, signals
-from scrapy.exceptions import DropItem, NotConfigured
+from scrapy.exceptions import CloseSpider, DropItem, NotConfigured
+from scrapy.logformatter import LogFormatter
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
+from twisted.python.failure import Failure
 
 from aggregator import settings as settings_module
 from aggregator import stats as keys
@@ -31,7 +34,15 @@ from aggregator.neardup.fingerprint import (
     shingle_hashes,
     visible_text,
 )
-from aggregator.neardup.index import band_buckets, similarity
+from aggregator.neardup.index import (
+    CLAIMED,
+    DAY,
+    PUBLISHED,
+    RELEASED,
+    IndexParams,
+    band_buckets,
+    similarity,
+)
 from aggregator.state.component import crawl_state
 
 
@@ -277,17 +288,23 @@ def test_log_mode_publishes_the_copy_but_counts_and_logs_it(tmp_path, caplog):
 
     asyncio.run(scenario())
     assert crawler.stats.get_value(keys.ARTICLES_NEAR_DUPLICATE) == 1
-    assert any("published anyway" in r.getMessage() for r in caplog.records)
+    line = next(r.getMessage() for r in caplog.records if "Near-duplicate" in r.getMessage())
+    assert re.fullmatch(
+        r"Near-duplicate feed-2 <http://example\.com/feed-2> of qutoutiao-1 "
+        r"\(similarity (0\.[5-9]\d|1\.00)\): published anyway",
+        line,
+    )
 
 
 def test_off_disables_the_pipeline_and_bad_settings_are_config_errors(tmp_path):
-    with pytest.raises(NotConfigured, match="off"):
+    with pytest.raises(NotConfigured, match=r"^NEAR_DUPLICATES is off$"):
         NearDuplicatePipeline.from_crawler(project_crawler(tmp_path, NEAR_DUPLICATES="off"))
     bad = [
         ({"NEAR_DUPLICATES": "sometimes"}, "must be one of skip, log, off"),
         ({"NEAR_DUPLICATE_BANDS": 50}, "at most hashes"),
         ({"NEAR_DUPLICATE_THRESHOLD": 1.5}, "threshold"),
         ({"NEAR_DUPLICATE_DAYS": 0}, "NEAR_DUPLICATE_DAYS must be positive"),
+        ({"NEAR_DUPLICATE_CLAIM_TTL": -1}, "NEAR_DUPLICATE_CLAIM_TTL must be positive"),
         (
             {"DEDUPE_URI": "memo://x", "DEDUPE_STORES": {"memo": "builtins.object"}},
             "keeps the near-duplicate index",
@@ -296,6 +313,10 @@ def test_off_disables_the_pipeline_and_bad_settings_are_config_errors(tmp_path):
     for overrides, message in bad:
         with pytest.raises(ConfigError, match=message):
             check_near_duplicate_settings(Settings(project_settings(**overrides)))
+    # a window of half a day and a claim that counts for a second are fine
+    check_near_duplicate_settings(
+        Settings(project_settings(NEAR_DUPLICATE_DAYS=0.5, NEAR_DUPLICATE_CLAIM_TTL=1))
+    )
     # with the check off, a store without the index is fine
     check_near_duplicate_settings(
         Settings(
@@ -375,8 +396,6 @@ def test_the_index_is_kept_with_the_crawl_state_across_runs(tmp_path):
 
 
 def test_an_index_built_with_other_parameters_stops_the_crawl(tmp_path, caplog):
-    from scrapy.exceptions import CloseSpider
-
     async def run(**overrides):
         crawler = project_crawler(tmp_path, **overrides)
         try:
@@ -388,7 +407,9 @@ def test_an_index_built_with_other_parameters_stops_the_crawl(tmp_path, caplog):
     with pytest.raises(CloseSpider) as stopped:
         asyncio.run(run(NEAR_DUPLICATE_SHINGLE_CHARS=5))
     assert stopped.value.reason == "near_duplicate_index_mismatch"
-    assert "was built with" in caplog.text
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert line.startswith("Cannot use the near-duplicate index: ")
+    assert "was built with" in line
 
 
 def test_a_crawl_starts_by_forgetting_what_fell_out_of_the_window(tmp_path, caplog):
@@ -417,4 +438,249 @@ def test_a_crawl_starts_by_forgetting_what_fell_out_of_the_window(tmp_path, capl
 
     asyncio.run(first_run())
     asyncio.run(second_run())
-    assert "forgot 1 articles older than the window" in caplog.text
+    assert "Near-duplicate index: forgot 1 articles older than the window" in caplog.messages
+
+
+# --- settings, claims and how items end -------------------------------------------------------
+async def states_of(crawler) -> dict[str, int]:
+    """key -> CLAIMED / PUBLISHED / RELEASED in the index, as the next check reads them."""
+    state = await crawl_state(crawler).open()
+    return dict(state._db.query("SELECT key, state FROM nd_article"))
+
+
+async def age_index(crawler, seconds: float) -> None:
+    """As if every article in the index had been checked `seconds` earlier."""
+    state = await crawl_state(crawler).open()
+    state._db.query("UPDATE nd_article SET at = at - ?", (seconds,))
+
+
+async def end(crawler, item: Any, signal: object, *, published: bool = False) -> None:
+    """Scrapy's end of `item`; the pipeline's settling of the claim is left running (the
+    handlers only start it), for close_spider to wait for."""
+    if published:
+        state = await crawl_state(crawler).open()
+        await state.published.mark_published([(item.key, f"out/{item.key}.md")])
+    crawler.signals.send_catch_log(
+        signal=signal,
+        item=item,
+        response=None,
+        spider=crawler.spider,
+        failure=Failure(RuntimeError("the write failed")),
+        exception=DropItem("stored already"),
+    )
+
+
+def errors(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def handler_errors(caplog) -> list[str]:
+    """Errors of the signal handlers and of settling claims (not the pending recorder's line
+    about a failed article)."""
+    return [m for m in errors(caplog) if "signal handler" in m or "near-duplicate index" in m]
+
+
+def test_the_settings_reach_the_fingerprint_and_the_index(tmp_path):
+    crawler = project_crawler(
+        tmp_path,
+        NEAR_DUPLICATE_HASHES=64,
+        NEAR_DUPLICATE_SHINGLE_CHARS=5,
+        NEAR_DUPLICATE_BANDS=8,
+        NEAR_DUPLICATE_ROWS=4,
+        NEAR_DUPLICATE_THRESHOLD=0.7,
+        NEAR_DUPLICATE_DAYS=2,
+        NEAR_DUPLICATE_CLAIM_TTL=60,
+        NEAR_DUPLICATE_MIN_CHARS=50,
+    )
+    pipeline = NearDuplicatePipeline.from_crawler(crawler)
+    assert (pipeline.fingerprinter.hashes, pipeline.fingerprinter.shingle_chars) == (64, 5)
+    assert pipeline.params == IndexParams(
+        hashes=64,
+        bands=8,
+        rows=4,
+        threshold=0.7,
+        window=2 * DAY,
+        claim_ttl=60,
+        fingerprint="oph seed=13 shingles=5",
+    )
+    assert (pipeline.mode, pipeline.min_chars) == ("skip", 50)
+
+
+def test_a_claim_nobody_settles_counts_for_claim_ttl_only(tmp_path):
+    """The process holding a claim died before its item ended: the claim holds back copies for
+    NEAR_DUPLICATE_CLAIM_TTL seconds, then the next copy is published."""
+    crawler = project_crawler(tmp_path, NEAR_DUPLICATE_CLAIM_TTL=60)
+    body, copy = story()
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        await pipeline.process_item(article("qutoutiao-1", body))
+        await age_index(crawler, 30)
+        with pytest.raises(DropItem, match="qutoutiao-1"):
+            await pipeline.process_item(article("feed-2", copy))
+        await age_index(crawler, 90)
+        later = article("feed-3", copy)
+        assert await pipeline.process_item(later) is later
+        await pipeline.close_spider()
+
+    asyncio.run(scenario())
+
+
+def test_how_an_item_ended_settles_its_claim_before_close(tmp_path, caplog):
+    """item_scraped confirms the claim (the post was written), item_dropped and item_error
+    confirm it if the crawl state has the article published (the write found it stored) and
+    release it otherwise; close_spider waits for that. A confirmed article counts for the
+    whole window, a released one no more."""
+    crawler = project_crawler(tmp_path, NEAR_DUPLICATE_CLAIM_TTL=60)
+    body, copy = story()
+    others = [case.b for case in negatives()[:2]]
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        written, found = article("qutoutiao-1", body), article("feed-2", others[0])
+        failed = article("feed-3", others[1])
+        for item in (written, found, failed):
+            assert await pipeline.process_item(item) is item
+        await end(crawler, written, signals.item_scraped)
+        await end(crawler, found, signals.item_dropped, published=True)
+        await end(crawler, failed, signals.item_error)
+        await pipeline.close_spider()
+        assert await states_of(crawler) == {
+            "qutoutiao-1": PUBLISHED,
+            "feed-2": PUBLISHED,
+            "feed-3": RELEASED,
+        }
+        await age_index(crawler, 3600)
+        pipeline = await opened(crawler)
+        with pytest.raises(DropItem, match="qutoutiao-1"):
+            await pipeline.process_item(article("feed-4", copy))
+        again = article("feed-5", others[1])
+        assert await pipeline.process_item(again) is again
+        await pipeline.close_spider()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(scenario())
+    assert handler_errors(caplog) == []
+
+
+def test_claims_still_held_at_close_are_released(tmp_path):
+    crawler = project_crawler(tmp_path)
+    body, copy = story()
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        await pipeline.process_item(article("qutoutiao-1", body))
+        await pipeline.close_spider()
+        assert await states_of(crawler) == {"qutoutiao-1": RELEASED}
+        pipeline = await opened(crawler)
+        second = article("feed-2", copy)
+        assert await pipeline.process_item(second) is second
+        await pipeline.close_spider()
+
+    asyncio.run(scenario())
+
+
+def test_only_the_item_that_holds_a_claim_settles_it(tmp_path, caplog):
+    """Items that hold no claim here end too (dropped before this pipeline, another object with
+    the same key, no key at all): they leave the claims alone and log no error."""
+    crawler = project_crawler(tmp_path)
+    body = original()
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        holder = article("qutoutiao-1", body)
+        await pipeline.process_item(holder)
+        await end(crawler, article("qutoutiao-1", body), signals.item_dropped)
+        await end(crawler, article("feed-9", "<p>短</p>"), signals.item_dropped)
+        await end(crawler, {"title": "t"}, signals.item_dropped)
+        assert await states_of(crawler) == {"qutoutiao-1": CLAIMED}
+        await end(crawler, holder, signals.item_scraped)
+        await pipeline.close_spider()
+        assert await states_of(crawler) == {"qutoutiao-1": PUBLISHED}
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    assert handler_errors(caplog) == []
+
+
+def test_what_is_no_article_text_passes_untouched(tmp_path):
+    crawler = project_crawler(tmp_path)
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        for item in ({"body": original()}, {"key": "feed-1", "body": None}):
+            assert await pipeline.process_item(item) is item
+            assert await pipeline.process_item(item) is item
+        assert await states_of(crawler) == {}
+        await pipeline.close_spider()
+
+    asyncio.run(scenario())
+
+
+def test_a_text_of_exactly_min_chars_is_checked(tmp_path):
+    fingerprinter = project_fingerprinter()
+    text = fingerprinter.text(original())
+    crawler = project_crawler(tmp_path)
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        for n, size in enumerate((MIN_CHARS - 1, MIN_CHARS)):
+            body = f"<p>{text[:size]}</p>"
+            assert fingerprinter.fingerprint(body).chars == size
+            first = article(f"feed-{n}a", body)
+            assert await pipeline.process_item(first) is first
+            second = article(f"feed-{n}b", body)
+            if size < MIN_CHARS:
+                assert await pipeline.process_item(second) is second
+            else:
+                with pytest.raises(DropItem) as dropped:
+                    await pipeline.process_item(second)
+        await pipeline.close_spider()
+        return dropped.value
+
+    drop = asyncio.run(scenario())
+    # the pipeline logged the near-duplicate at INFO; Scrapy's own line stays at DEBUG
+    level = LogFormatter.from_crawler(crawler).dropped({}, drop, None, crawler.spider)["level"]
+    assert level == logging.DEBUG
+
+
+def test_a_claim_that_cannot_be_settled_is_logged_with_its_key(tmp_path, caplog):
+    crawler = project_crawler(tmp_path)
+    others = [case.b for case in negatives()[:1]]
+
+    async def scenario():
+        pipeline = await opened(crawler)
+        written, dropped = article("qutoutiao-1", original()), article("feed-2", others[0])
+        for item in (written, dropped):
+            await pipeline.process_item(item)
+        # the state's directory is gone, a file in its place: the index cannot be reopened
+        await crawl_state(crawler).engine_stopped()
+        shutil.rmtree(tmp_path / "state")
+        (tmp_path / "state").write_text("")
+        await end(crawler, written, signals.item_scraped)
+        await end(crawler, dropped, signals.item_dropped)
+        await pipeline.close_spider()
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(scenario())
+    failures = {
+        r.getMessage(): r.exc_info is not None
+        for r in caplog.records
+        if "near-duplicate index" in r.getMessage()
+    }
+    assert failures == {
+        "Could not confirm qutoutiao-1 in the near-duplicate index": True,
+        "Could not settle feed-2 in the near-duplicate index": True,
+    }
+
+
+def test_an_unusable_crawl_state_stops_the_crawl_and_closing_is_quiet(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+    crawler = project_crawler(tmp_path, DEDUPE_URI=f"sqlite:///{tmp_path}/a-file/dedupe.sqlite3")
+    pipeline = NearDuplicatePipeline.from_crawler(crawler)
+    with caplog.at_level(logging.ERROR), pytest.raises(CloseSpider) as stopped:
+        asyncio.run(pipeline.open_spider())
+    assert stopped.value.reason == "state_unavailable"
+    (line,) = errors(caplog)
+    assert line.startswith(f"Cannot use the crawl state: DEDUPE_URI sqlite:///{tmp_path}/a-file/")
+    asyncio.run(pipeline.close_spider())  # Scrapy closes what it opened, failed or not
