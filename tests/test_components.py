@@ -688,6 +688,139 @@ def test_posts_written_but_not_marked_fail_so_they_stay_pending(tmp_path):
     assert "qutoutiao-1.md but not marked published: no such table: published" in str(results[0])
 
 
+def test_a_failed_post_carries_the_storage_or_state_error_as_its_cause(tmp_path):
+    """Scrapy's item-error traceback shows the storage's or the state's own error ("The above
+    exception was the direct cause"), as the post-by-post path does (`raise ... from`)."""
+    pipeline, _ = file_pipeline(tmp_path)
+
+    async def scenario():
+        await pipeline.open_spider()
+        (unsafe,) = await write_all(pipeline, [article("../escape")])
+        other = sqlite3.connect(tmp_path / "state" / "dedupe.sqlite3")
+        other.execute("DROP TABLE published")  # the store fails the mark
+        other.close()
+        (unmarked,) = await write_all(pipeline, [article("qutoutiao-1")])
+        return unsafe, unmarked
+
+    unsafe, unmarked = run(scenario())
+    assert isinstance(unsafe, PostNotWritten)
+    assert isinstance(unsafe.__cause__, ValueError) and "unsafe key" in str(unsafe.__cause__)
+    assert isinstance(unmarked, ArticleFailed)
+    assert isinstance(unmarked.__cause__, sqlite3.OperationalError)
+    assert "no such table: published" in str(unmarked.__cause__)
+
+
+@pytest.mark.parametrize(
+    ("settings", "batches"),
+    [
+        # each post alone: a batch of one goes at once, whatever the delay
+        ({"OUTPUT_BATCH_SIZE": 1, "OUTPUT_BATCH_DELAY": 3600}, [["q-0"], ["q-1"], ["q-2"]]),
+        # no delay: the first post goes at once, the others (come meanwhile) form the next
+        ({"OUTPUT_BATCH_SIZE": 100, "OUTPUT_BATCH_DELAY": 0}, [["q-0"], ["q-1", "q-2"]]),
+    ],
+    ids=["size-1", "delay-0"],
+)
+def test_batch_size_and_delay_come_from_the_settings(tmp_path, settings, batches):
+    pipeline, storage = file_pipeline(tmp_path, **settings)
+    items = [article(f"q-{n}") for n in range(3)]
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+        return await write_all(pipeline, items), marks
+
+    results, marks = run(scenario())
+    assert results == items
+    assert storage.batches == marks == batches
+
+
+def test_without_the_project_settings_the_batch_defaults_are_the_documented_ones(tmp_path):
+    """README: OUTPUT_BATCH_SIZE 100, OUTPUT_BATCH_DELAY 0.1 (a crawler built without the
+    project's settings module, e.g. by another project reusing the pipeline)."""
+    crawler = get_crawler(Spider, {"STATE_DIR": str(tmp_path / "state")})
+    crawler.spider = Spider("test")
+    storage = BatchRecordingStorage.from_crawler(crawler, str(tmp_path / "out"))
+    pipeline = WritePipeline(crawler, storage)
+    assert (pipeline.batch_size, pipeline.batch_delay) == (100, 0.1)
+
+
+def test_without_an_asyncio_loop_the_pipeline_opens_and_closes_without_group_commit(tmp_path):
+    """Under a non-asyncio reactor Scrapy drives the pipeline's coroutines through Deferreds and
+    no asyncio loop runs: group commit (its timers need the loop) stays off, so closing does not
+    look for a loop (test_groupcommit.py crawls under the epoll reactor)."""
+    pipeline, _ = file_pipeline(tmp_path)
+    for step in (pipeline.open_spider, pipeline.close_spider):
+        outcome: list[Any] = []
+        defer.Deferred.fromCoroutine(step()).addBoth(outcome.append)
+        assert outcome == [None]  # done at once, without an error
+
+
+class ShortAnsweringStorage(BatchRecordingStorage):
+    """A storage that breaks the persist_batch contract: one outcome fewer than posts."""
+
+    async def persist_batch(self, posts):
+        return (await super().persist_batch(posts))[1:]
+
+
+def test_a_storage_answering_for_fewer_posts_than_it_was_given_fails_them_all(tmp_path):
+    crawler = project_crawler(tmp_path, OUTPUT_URI=str(tmp_path / "out"))
+    pipeline = WritePipeline(
+        crawler, ShortAnsweringStorage.from_crawler(crawler, str(tmp_path / "out"))
+    )
+    items = [article("qutoutiao-1"), article("qutoutiao-2")]
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+        return await write_all(pipeline, items), marks
+
+    results, marks = run(scenario())
+    assert all(isinstance(r, PostNotWritten) for r in results), results
+    assert [str(r) for r in results] == ["the storage answered 1 of 2 posts"] * 2
+    assert marks == []  # it vouched for none
+
+
+class HeldStorage(BatchRecordingStorage):
+    """The file storage, holding each batch until `release` is set."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.release = asyncio.Event()
+
+    async def persist_batch(self, posts):
+        self.batches.append([post.key for post in posts])
+        await self.release.wait()
+        return await FilePostStorage.persist_batch(self, posts)
+
+
+def test_a_batch_cancelled_in_flight_fails_its_posts_and_the_next_batch_still_goes(tmp_path):
+    """A batch that never finishes (its task cancelled) must not leave process_item waiting
+    forever: its posts fail (kept pending), and the posts that came meanwhile are written."""
+    crawler = project_crawler(tmp_path, OUTPUT_URI=str(tmp_path / "out"), OUTPUT_BATCH_DELAY=0)
+    storage = HeldStorage.from_crawler(crawler, str(tmp_path / "out"))
+    pipeline = WritePipeline(crawler, storage)
+
+    async def scenario():
+        await pipeline.open_spider()
+        marks = record_marks(pipeline)
+        first = asyncio.ensure_future(write_all(pipeline, [article("qutoutiao-1")]))
+        while not storage.batches:
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(write_all(pipeline, [article("qutoutiao-2")]))
+        await asyncio.sleep(0)
+        pipeline.group._flushing.cancel()  # e.g. the loop shutting the batch down
+        storage.release.set()
+        return await first, await second, marks
+
+    (first,), (second,), marks = run(scenario())
+    assert isinstance(first, PostNotWritten)
+    assert str(first) == "the batch it was in did not finish"
+    assert second.key == "qutoutiao-2"
+    assert storage.batches == [["qutoutiao-1"], ["qutoutiao-2"]]
+    assert marks == [["qutoutiao-2"]]
+    assert not (tmp_path / "out" / "qutoutiao-1.md").exists()
+
+
 @pytest.mark.parametrize(
     ("published", "expected"),
     [
