@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import lxml.html
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 from markdown_it import MarkdownIt
@@ -52,21 +52,32 @@ def assert_one_html_block(body: str) -> None:
     assert MARKDOWN.render(content) == "<div>   \n" + body + "  \n</div>\n"
 
 
-def reading(html: str) -> list[tuple]:
+def reading(html: str, *, serialised_dom: bool = False) -> list[tuple]:
     """What a reader gets from `html` (parsed by lxml): elements with their attributes, and
     text, whitespace runs collapsed as a browser does except inside <pre>; leading and
-    trailing whitespace of the whole body left out (a browser drops it at a block's edges)."""
+    trailing whitespace of the whole body left out (a browser drops it at a block's edges).
+
+    A browser drops a line feed right after a <pre>'s start tag; libxml2 does not, so it is
+    dropped here. With `serialised_dom`, `html` is read as the tree its serialiser wrote it
+    from instead: nh3 (html5ever) writes a <pre> text's leading line feed bare, which a browser
+    would then drop, so its output is compared with what nh3 had, not with what it shows."""
     root = etree.fromstring(f"<html><body><div>{html}</div>", etree.HTMLParser()).find("body/div")
     out: list[tuple] = []
+    last_text_in_pre = False
 
     def text(value: str | None, pre: bool) -> None:
+        nonlocal last_text_in_pre
         if value:
             out.append(("text", value if pre else re.sub(r"[ \t\n\r\f]+", " ", value)))
+            last_text_in_pre = pre
 
     def walk(element, pre: bool) -> None:
         pre = pre or element.tag == "pre"
         out.append(("element", element.tag, sorted(element.attrib.items())))
-        text(element.text, pre)
+        first = element.text
+        if not serialised_dom and element.tag in ("pre", "textarea", "listing") and first:
+            first = first.removeprefix("\n")
+        text(first, pre)
         for child in element:
             walk(child, pre)
             text(child.tail, pre)
@@ -80,7 +91,8 @@ def reading(html: str) -> list[tuple]:
             merged.append(part)
     if len(merged) > 1 and merged[1][0] == "text":
         merged[1] = ("text", merged[1][1].lstrip(" \t\n\r\f"))
-    if merged[-1][0] == "text" and (len(root) == 0 or root[-1].tail):
+    if merged[-1][0] == "text" and not last_text_in_pre:
+        # the end of the block's last line, in whichever inline element it stands
         merged[-1] = ("text", merged[-1][1].rstrip(" \t\n\r\f"))
     return [p for p in merged if p != ("text", "")]
 
@@ -104,7 +116,7 @@ def test_no_nunjucks_syntax_reaches_hexo(text: str) -> None:
     for html in (f"<p>{text}</p>", f'<a href="/x?q={text}" title="{text}">l</a>', text):
         body = encode(html)
         assert "{" not in body and "}" not in body
-        assert reading(body) == reading(sanitise_html(html, BASE, NO_PROXY))
+        assert reading(body) == reading(sanitise_html(html, BASE, NO_PROXY), serialised_dom=True)
     # A reader still sees the braces.
     assert lxml.html.fragment_fromstring(encode(f"<p>{text}</p>")).text_content() == text
 
@@ -132,7 +144,7 @@ def test_markdown_lookalikes_stay_literal_html(html: str) -> None:
     assert not HEXO_LINE_ENDS.search(body)
     assert body == body.lstrip(" \t")
     assert_one_html_block(body)
-    assert reading(body) == reading(sanitise_html(html, BASE, NO_PROXY))
+    assert reading(body) == reading(sanitise_html(html, BASE, NO_PROXY), serialised_dom=True)
 
 
 def test_blank_lines_in_pre_are_kept_as_character_references() -> None:
@@ -238,6 +250,7 @@ def fragments(draw, depth: int = 0) -> str:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(TEXT, fragments()))
+@example("<pre>\n\nx</pre>")  # a <pre> starting with a blank line: the browser drops one LF
 def test_encoded_body_is_inert_and_reads_the_same(html: str) -> None:
     plain = sanitise_html(html, BASE, NO_PROXY)
     body = inert_html(plain)
@@ -254,6 +267,6 @@ def test_encoded_body_is_inert_and_reads_the_same(html: str) -> None:
     assert all(not line[:1].isspace() or line[:1] in "\xa0\u3000" for line in lines)
     assert body[:1] not in " \t\n\r\x0c"
     # A browser (lxml here) reads the same document.
-    assert reading(body) == reading(plain)
+    assert reading(body) == reading(plain, serialised_dom=True)
     # markdown-it passes the whole post content through as one HTML block.
     assert_one_html_block(body)
