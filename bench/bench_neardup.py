@@ -23,8 +23,8 @@ text (see `synthetic_articles`), which costs the fingerprint and the index what 
    from the corpus, each a different mix drawn afresh each run, so nearly all take the insert
    path) fingerprinted and
    checked-and-added one by one through the index the pipeline uses, `--rounds` times (the
-   default round is the index's `merge_every`, so each round pays for one merge of the
-   tail into the band table, as a long crawl does). Rate =
+   default round is ten times the index's `merge_every`, so each round pays for the merges
+   of the tail into the band table, as a long crawl does). Rate =
    articles / CPU seconds of this process (resource.getrusage: fingerprinting, SQLite and all),
    per round, then the best, median and worst round. `--keep FILE`
    keeps the filled state file and reuses it on the next run.
@@ -425,7 +425,7 @@ def main() -> None:
         "--measure",
         type=int,
         default=20_000,
-        help="articles a round (the default: one merge of the index's tail in each round)",
+        help="articles a round (the default: ten merges of the index's tail in each round)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of --measure articles")
     parser.add_argument("--redis-size", type=int, default=20_000, help="0: skip Redis")

@@ -235,14 +235,15 @@ class SqliteNearDupIndex:
     read, verified and the new row written under the database's write lock, so concurrent
     writers (threads or processes on the same file) are serialised. Runs synchronously inside
     the coroutine: local SQLite work of tens of microseconds, like the state's own calls (a
-    merge, once every `merge_every` new articles, takes a second or so with a million
-    articles in the index, as an expiry batch does).
+    merge, once every `merge_every` new articles, takes about 0.16 s with a million articles
+    in the index, as an expiry batch does). `merge_every` is 2,000: a tail of 20,000 made the
+    index ~20 % cheaper but held ~0.9 KB per article of a crawl in memory until its merge.
     """
 
     _EXPIRE_BATCH = 5000
 
     def __init__(
-        self, db: _Db, params: IndexParams, *, expire_every: int = 10000, merge_every: int = 20000
+        self, db: _Db, params: IndexParams, *, expire_every: int = 10000, merge_every: int = 2000
     ):
         self._db = db
         self.params = params
