@@ -35,7 +35,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -65,15 +64,17 @@ logger = logging.getLogger(__name__)
 LEASE_META = "cluster_lease"  # the lease of a request this worker popped
 PARENT_META = "cluster_parent"  # the lease of the request whose callback made this one
 
-_trackers: weakref.WeakKeyDictionary[Crawler, LeaseTracker] = weakref.WeakKeyDictionary()
-
 
 def lease_tracker(crawler: Crawler) -> LeaseTracker:
-    """The crawler's tracker (made on first use: the spider middleware is built before the
-    scheduler that registers leases)."""
-    tracker = _trackers.get(crawler)
+    """The crawler's tracker: an extension (cluster mode adds it to EXTENSIONS), so it exists
+    before the scheduler and the middlewares that use it are built, and lives with the
+    crawler."""
+    tracker = crawler.get_extension(LeaseTracker)
     if tracker is None:
-        tracker = _trackers[crawler] = LeaseTracker(crawler)
+        raise RuntimeError(
+            "the lease tracker (aggregator.cluster.tracking.LeaseTracker) is not in EXTENSIONS; "
+            "cluster mode needs it"
+        )
     return tracker
 
 
@@ -104,6 +105,10 @@ class _Lease:
 
 
 class LeaseTracker:
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> LeaseTracker:
+        return cls(crawler)
+
     def __init__(self, crawler: Crawler):
         self.crawler = crawler
         self.leases: dict[str, _Lease] = {}

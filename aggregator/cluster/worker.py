@@ -87,6 +87,9 @@ def cluster_settings(settings: Settings, worker_id: str, *, seeding: bool = Fals
     settings.set("CLUSTER_WORKER_ID", worker_id, "cmdline")
     settings.set("STATE_CLAIM_OWNER", worker_id, "cmdline")
     settings.set("STATE_CLAIM_LEASE", claim_lease(settings), "cmdline")
+    extensions = dict(settings.getdict("EXTENSIONS"))
+    extensions["aggregator.cluster.tracking.LeaseTracker"] = 0  # the scheduler's and the rest's
+    settings.set("EXTENSIONS", extensions, "cmdline")
     middlewares = dict(settings.getdict("DOWNLOADER_MIDDLEWARES"))
     middlewares["aggregator.cluster.ratelimit.ClusterRateLimit"] = 50
     if not seeding:
