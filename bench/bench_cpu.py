@@ -271,6 +271,36 @@ def memory(workdir: Path, configs: list[Config], small: int, large: int) -> None
         )
 
 
+def traced(workdir: Path, full: Config, small: int, large: int, frames: int, top: int) -> None:
+    """Full crawls of `small` and `large` articles under tracemalloc (bench/cpuprobe.py): the
+    allocation sites whose live memory at spider close grows with the crawl, per extra article,
+    so that retention in the project's code can be told from the allocator's own growth (RSS
+    includes freed but unreturned pymalloc arenas; tracemalloc counts live blocks only)."""
+    import tracemalloc
+
+    sites = {n: generate_site(workdir / f"site-{n}", n, seed=7) for n in (small, large)}
+    snapshots = {}
+    for n, site in sites.items():
+        name = f"trace-{n}"
+        with ReplayServer(site.directory) as server:
+            crawl(site, server.base_url, workdir, name, full, CPUPROBE_TRACEMALLOC=str(frames))
+        snapshot = tracemalloc.Snapshot.load(str(workdir / f"probe-{name}.json.tracemalloc"))
+        snapshots[n] = snapshot.filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+    per = large - small
+    diffs = snapshots[large].compare_to(snapshots[small], "traceback")
+    total = sum(d.size_diff for d in diffs)
+    print(
+        f"\nLive memory at spider close under tracemalloc, {small:,} vs {large:,} articles "
+        f"(after gc.collect()): {total / per:,.0f} B/article in all; the top {top} sites:"
+    )
+    for diff in diffs[:top]:
+        print(
+            f"  {diff.size_diff / per:8,.1f} B/article {diff.count_diff / per:6.2f} blocks/article"
+        )
+        for line in diff.traceback.format(most_recent_first=True)[: 2 * frames]:
+            print(f"      {line}")
+
+
 def parse_variant(text: str) -> Config:
     name, _, assignments = text.partition(":")
     settings = full_settings()
@@ -286,6 +316,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="crawls of each configuration")
     parser.add_argument("--variant", action="append", default=[], help="NAME:SETTING=VALUE;...")
     parser.add_argument("--memory-articles", type=int, default=20_000, help="0: skip")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="also trace full crawls of --articles and --memory-articles articles and print the "
+        "allocation sites (FRAMES deep) whose live memory grows per article",
+    )
+    parser.add_argument("--top", type=int, default=15, help="sites printed by --tracemalloc")
     parser.add_argument("--no-stages", action="store_true", help="skip the instrumented crawl")
     parser.add_argument(
         "--s3",
@@ -369,6 +408,8 @@ def run(args: argparse.Namespace, configs: list[Config], full: Config) -> None:
             stage_table(site, workdir, full)
         if args.memory_articles:
             memory(workdir, configs[:2], args.articles, args.memory_articles)
+        if args.tracemalloc and args.memory_articles:
+            traced(workdir, full, args.articles, args.memory_articles, args.tracemalloc, args.top)
 
 
 if __name__ == "__main__":

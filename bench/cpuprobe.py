@@ -11,6 +11,11 @@ With `-s CPUPROBE_STAGES=1` it also wraps the functions listed in STAGES with pe
 timers (time.thread_time_ns) and times every garbage collection (gc.callbacks), so the report can
 split the crawl's CPU by stage. Wrapping costs a little CPU of its own, so the figures of an
 instrumented run are for the split only, not for comparing configurations.
+
+With `-s CPUPROBE_TRACEMALLOC=N` it traces allocations (tracemalloc, N frames each) from the
+crawler's creation and, at spider_closed, after a full collection, dumps a snapshot next to the
+report (`<CPUPROBE_FILE>.tracemalloc`): two crawls' snapshots compared say which lines allocated
+what a longer crawl still holds (bench_cpu.py --tracemalloc).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import os
 import resource
 import threading
 import time
+import tracemalloc
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -202,6 +208,9 @@ class CpuProbe:
         if not path:
             raise NotConfigured("CPUPROBE_FILE is not set")
         probe = cls(crawler, Path(path), crawler.settings.getbool("CPUPROBE_STAGES"))
+        frames = crawler.settings.getint("CPUPROBE_TRACEMALLOC")
+        if frames:
+            tracemalloc.start(frames)
         crawler.signals.connect(probe.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(probe.spider_closed, signal=signals.spider_closed)
         return probe
@@ -254,3 +263,7 @@ class CpuProbe:
             report["wrapped"] = self.wrapped
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(report, default=str, indent=1, sort_keys=True))
+        if tracemalloc.is_tracing():
+            gc.collect()
+            tracemalloc.take_snapshot().dump(str(self.path) + ".tracemalloc")
+            tracemalloc.stop()

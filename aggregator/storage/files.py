@@ -15,6 +15,7 @@ from twisted.internet import threads
 
 from aggregator.atomicfile import (
     fsync_directory,
+    remove_quietly,
     stage_file,
     syncfs,
     syncfs_available,
@@ -77,9 +78,14 @@ class FilePostStorage:
             raise NotConfigured(f"OUTPUT_URI {self.directory} is not writable")
 
     def path_for(self, key: str) -> Path:
+        return Path(self._target(key))
+
+    def _target(self, key: str) -> str:
+        """The post's file name as a plain string: writes build no Path per post, since pathlib
+        interns every part it parses (see atomicfile.stage_file)."""
         if not is_safe_key(key):
             raise ValueError(f"refusing to build a file name from unsafe key {key!r}")
-        return self.directory / f"{key}.md"
+        return os.path.join(self.directory, f"{key}.md")
 
     def persist(self, post: PostRecord) -> Deferred[StoreResult]:
         # In a worker thread: an fsync waits for the disk, and the reactor thread waiting with
@@ -87,7 +93,7 @@ class FilePostStorage:
         return threads.deferToThread(self._write, post)
 
     def _write(self, post: PostRecord) -> StoreResult:
-        target = self.path_for(post.key)
+        target = self._target(post.key)
         write_atomically(target, post.data, fsync=self.fsync)
         if self.fsync:
             fsync_directory(self.directory)  # the rename is durable too
@@ -112,7 +118,7 @@ class FilePostStorage:
         should the directory sync fail, no post of the batch is vouched for: each gets the
         error, though its file may be in place (the next run writes the same bytes again)."""
         outcomes: list[StoreResult | Exception] = []
-        staged: list[tuple[int, Path, Path]] = []  # (index, temp file, target)
+        staged: list[tuple[int, str, str]] = []  # (index, temp file, target)
         renamed: list[int] = []
         attempted = 0
         try:
@@ -128,13 +134,13 @@ class FilePostStorage:
                 try:
                     os.replace(tmp, target)
                 except OSError as exc:
-                    tmp.unlink(missing_ok=True)
+                    remove_quietly(tmp)
                     outcomes[index] = exc
                     continue
                 renamed.append(index)
         finally:
             for _, tmp, _ in staged[attempted:]:  # an error escaped: leave no temp file behind
-                tmp.unlink(missing_ok=True)
+                remove_quietly(tmp)
         if renamed and self.fsync:
             try:
                 fsync_directory(self.directory)
@@ -143,7 +149,7 @@ class FilePostStorage:
                     outcomes[index] = exc
         return outcomes
 
-    def _stage_all(self, posts: Sequence[PostRecord]) -> list[tuple[Path, Path] | Exception]:
+    def _stage_all(self, posts: Sequence[PostRecord]) -> list[tuple[str, str] | Exception]:
         """(temp file, target) or the error, for each post. With fsync the posts are staged by
         several threads at once: concurrent fsyncs share the filesystem's journal commits,
         where one thread syncing file after file waits for a commit per post (a slow disk then
@@ -156,9 +162,7 @@ class FilePostStorage:
             self._stagers = ThreadPoolExecutor(self.STAGERS, thread_name_prefix="post-stager")
         return list(self._stagers.map(self._stage, posts, [True] * len(posts)))
 
-    def _stage_then_syncfs(
-        self, posts: Sequence[PostRecord]
-    ) -> list[tuple[Path, Path] | Exception]:
+    def _stage_then_syncfs(self, posts: Sequence[PostRecord]) -> list[tuple[str, str] | Exception]:
         """OUTPUT_SYNC=syncfs: write every temp file, then one syncfs makes them all durable
         (one writeback and journal commit for the batch instead of one fsync per post). The
         directory is opened first, so syncfs reports any writeback error since then; on error
@@ -171,15 +175,15 @@ class FilePostStorage:
             except OSError as exc:
                 for result in results:
                     if not isinstance(result, Exception):
-                        result[0].unlink(missing_ok=True)
+                        remove_quietly(result[0])
                 return [r if isinstance(r, Exception) else exc for r in results]
             return results
         finally:
             os.close(fd)
 
-    def _stage(self, post: PostRecord, fsync: bool) -> tuple[Path, Path] | Exception:
+    def _stage(self, post: PostRecord, fsync: bool) -> tuple[str, str] | Exception:
         try:
-            target = self.path_for(post.key)
+            target = self._target(post.key)
             return stage_file(target, post.data, fsync=fsync), target
         except Exception as exc:
             return exc
