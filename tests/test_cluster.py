@@ -216,10 +216,14 @@ def test_three_workers_one_killed_and_back_redis_restarted_every_article_once_at
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and coordinator.poll() is None:
                 if _leases_of(client, cluster_keys, "w0") and len(arrivals) >= 6:  # mid-run
+                    # frozen, it can ack nothing more: what it holds now is what it dies with
+                    victim.send_signal(signal.SIGSTOP)
+                    held = _leases_of(client, cluster_keys, "w0")
+                    if not held:  # it finished them between the two looks: try again
+                        victim.send_signal(signal.SIGCONT)
+                        continue
                     victim.send_signal(signal.SIGKILL)
                     victim.wait(10)
-                    # what it held when it died (it may have finished some since the look)
-                    held = _leases_of(client, cluster_keys, "w0")
                     urls = [json.loads(v.split(b"\n", 2)[2])["url"] for v in held.values() if v]
                     hits_at_kill = {u: server.hits(u.split(server.base_url, 1)[1]) for u in urls}
                     break
