@@ -54,6 +54,14 @@ from aggregator.storage.files import FilePostStorage
 CHANNEL = Channel("qutoutiao", "新媒体", "趣头条", "分类", "趣头条")
 
 
+def raised(exc: BaseException) -> Failure:
+    """A Failure of `exc` as an except block makes it: raised, with its traceback."""
+    try:
+        raise exc
+    except BaseException:
+        return Failure()
+
+
 def project_crawler(tmp_path, **overrides: Any):
     """A crawler with the project's settings and its extensions built, as `scrapy crawl` has."""
     project = {name: getattr(settings_module, name) for name in dir(settings_module)}
@@ -288,10 +296,7 @@ def test_a_failed_article_request_is_kept_pending_counted_logged_and_released(tm
     async def scenario():
         state = await component.open()
         assert await state.published.claim(["q-9"], component.owner, 60) == {"q-9"}
-        try:
-            raise ArticleFailed("detail is not JSON")
-        except ArticleFailed:
-            failure = Failure()
+        failure = raised(ArticleFailed("detail is not JSON"))
         response = HtmlResponse(request.url, body=b"", request=request)
         crawler.signals.send_catch_log(
             signals.spider_error, failure=failure, response=response, spider=crawler.spider
@@ -324,10 +329,7 @@ def test_a_failed_request_releases_the_claim_it_carries_whoever_made_it(tmp_path
     async def scenario():
         state = await component.open()
         assert await state.published.claim(["q-10"], "worker-a", 60) == {"q-10"}
-        try:
-            raise ArticleFailed("HTTP 503")
-        except ArticleFailed:
-            failure = Failure()
+        failure = raised(ArticleFailed("HTTP 503"))
         response = HtmlResponse(request.url, body=b"", request=request)
         crawler.signals.send_catch_log(
             signals.spider_error, failure=failure, response=response, spider=crawler.spider
@@ -345,10 +347,7 @@ def test_a_post_that_could_not_be_written_is_kept_pending(tmp_path, caplog):
     item = article("q-5", retry={"entry": {"id": 5}})
 
     async def scenario():
-        try:
-            raise PostNotWritten("disk full")
-        except PostNotWritten:
-            failure = Failure()
+        failure = raised(PostNotWritten("disk full"))
         crawler.signals.send_catch_log(
             signals.item_error, item=item, response=None, spider=crawler.spider, failure=failure
         )
@@ -364,10 +363,7 @@ def test_a_post_that_could_not_be_written_is_kept_pending(tmp_path, caplog):
 def test_errors_of_requests_that_are_no_article_are_not_recorded(tmp_path):
     crawler = project_crawler(tmp_path)
     listing = Request("http://example.com/list")
-    try:
-        raise ValueError("boom")
-    except ValueError:
-        failure = Failure()
+    failure = raised(ValueError("boom"))
     response = HtmlResponse(listing.url, body=b"", request=listing)
     crawler.signals.send_catch_log(
         signals.spider_error, failure=failure, response=response, spider=crawler.spider
@@ -386,10 +382,7 @@ def test_an_item_without_a_retry_payload_is_counted_failed_but_not_kept_pending(
     ]
 
     async def scenario():
-        try:
-            raise ValueError("bad field")
-        except ValueError:
-            failure = Failure()
+        failure = raised(ValueError("bad field"))
         for item in items:
             crawler.signals.send_catch_log(
                 signals.item_error, item=item, response=None, spider=crawler.spider, failure=failure
@@ -1240,10 +1233,7 @@ def test_a_failure_that_cannot_be_kept_is_logged_with_its_key(tmp_path, caplog):
     request = detail_request("q-7")
 
     async def scenario():
-        try:
-            raise ArticleFailed("HTTP 502")
-        except ArticleFailed:
-            failure = Failure()
+        failure = raised(ArticleFailed("HTTP 502"))
         response = HtmlResponse(request.url, body=b"", request=request)
         crawler.signals.send_catch_log(
             signals.spider_error, failure=failure, response=response, spider=crawler.spider
