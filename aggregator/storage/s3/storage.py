@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import defer
@@ -120,9 +120,6 @@ class S3PostStorage:
             log_level=settings.get("LOG_LEVEL") or logging.DEBUG,
         )
 
-    def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
-        return self._threads.run(func, *args, **kwargs)
-
     # --- open --------------------------------------------------------------------------------
     def open(self, spider: Spider) -> Deferred[None]:
         return deferred_from_coro(self._open(spider.name))
@@ -132,13 +129,13 @@ class S3PostStorage:
         self._threads.start()
         journal = self._journal = ManifestJournal(self.journal_dir, spider_name, self.run_id)
         await self._load_writer_id()
-        client = await maybe_deferred_to_future(self._in_thread(connect, self.config))
+        client = await maybe_deferred_to_future(self._threads.run(connect, self.config))
         self.uploader = S3Uploader.from_config(
             client, self.config, writer_id=self.writer_id, run_id=self.run_id
         )
         journal.claim()
         sent, failed = await maybe_deferred_to_future(
-            self._in_thread(
+            self._threads.run(
                 resend_leftover_manifests,
                 self.journal_dir,
                 self.uploader.put_manifest,
@@ -181,7 +178,7 @@ class S3PostStorage:
         self._in_flight += 1
         if self.stats is not None:
             self.stats.max_value(STAT_PEAK_IN_FLIGHT, self._in_flight)
-        d = self._in_thread(self.uploader.upload, post)
+        d = self._threads.run(self.uploader.upload, post)
         d.addBoth(self._upload_done)
         return d
 
@@ -221,7 +218,7 @@ class S3PostStorage:
         body = journal.finish()
         try:
             key = await maybe_deferred_to_future(
-                self._in_thread(self.uploader.put_manifest, journal.spider, self.run_id, body)
+                self._threads.run(self.uploader.put_manifest, journal.spider, self.run_id, body)
             )
         except Exception as exc:
             self._inc(STAT_MANIFEST_FAILED)
