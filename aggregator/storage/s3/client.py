@@ -1,11 +1,14 @@
 """The boto3 S3 client, built from an S3Config and checked against the bucket (HeadBucket), so a
 missing bucket, bad credentials or an unreachable endpoint stop the run, with one clear line,
-before anything is crawled. Blocking: the storage calls `connect` in a worker thread."""
+before anything is crawled; and the client the per-post calls go through (`connect_objects`).
+Blocking: the storages call these in a worker thread."""
 
 from __future__ import annotations
 
 import logging
+import urllib.request
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import boto3.session
 from botocore.config import Config
@@ -14,6 +17,7 @@ from botocore.handlers import add_expect_header
 
 from aggregator.errors import ConfigError
 from aggregator.ops.logredact import redact_secrets
+from aggregator.storage.s3.objectcalls import ObjectCalls
 
 if TYPE_CHECKING:
     from aggregator.storage.s3.config import S3Config
@@ -23,11 +27,14 @@ __all__ = [
     "build_client",
     "check_bucket",
     "connect",
+    "connect_objects",
     "error_of",
     "quiet_sdk_debug_logs",
 ]
 
 SDK_LOGGERS = ("botocore", "boto3", "urllib3")
+
+logger = logging.getLogger(__name__)
 
 
 def connect(config: S3Config, setting: str = "OUTPUT_URI") -> Any:
@@ -38,9 +45,38 @@ def connect(config: S3Config, setting: str = "OUTPUT_URI") -> Any:
     return client
 
 
-def build_client(config: S3Config) -> Any:
-    """The client; the secret and token boto3's chain resolved are redacted from the logs. No
-    per-call parameter validation and no `Expect: 100-continue` (bench/bench_s3_client.py)."""
+def connect_objects(config: S3Config, setting: str = "OUTPUT_URI") -> Any:
+    """`connect`, then what the per-post calls (PutObject, HeadObject) go through: ObjectCalls
+    sharing the client's endpoint, region and credentials, checked with one signed HEAD; or
+    the boto3 client itself with `S3_CLIENT=boto3` or when an HTTP proxy applies to the
+    endpoint (ObjectCalls speaks to the endpoint directly). Raises ConfigError."""
+    session = _session(config)
+    client = build_client(config, session)
+    check_bucket(client, config, setting)
+    endpoint = client.meta.endpoint_url
+    if config.client == "boto3":
+        return client
+    if _proxied(endpoint):
+        logger.info("S3 calls go through boto3: a proxy is set for %s", endpoint)
+        return client
+    calls = ObjectCalls.for_client(client, session.get_credentials(), config)
+    calls.check(setting)
+    return calls
+
+
+def _proxied(endpoint: str) -> bool:
+    """Whether botocore would send requests to `endpoint` through a proxy (HTTP_PROXY,
+    HTTPS_PROXY, NO_PROXY in the environment)."""
+    parts = urlsplit(endpoint)
+    proxies = urllib.request.getproxies()
+    if parts.scheme not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(parts.netloc)
+
+
+def _session(config: S3Config) -> boto3.session.Session:
+    """A session with the configured credentials (or boto3's chain); the secret and token it
+    resolves are redacted from the logs."""
     session = boto3.session.Session(
         aws_access_key_id=config.access_key,
         aws_secret_access_key=config.secret_key,
@@ -51,6 +87,14 @@ def build_client(config: S3Config) -> Any:
     if credentials is not None:
         frozen = credentials.get_frozen_credentials()
         redact_secrets(frozen.secret_key, frozen.token)
+    return session
+
+
+def build_client(config: S3Config, session: boto3.session.Session | None = None) -> Any:
+    """The client (of `session`, or a new one). No per-call parameter validation and no
+    `Expect: 100-continue` (bench/bench_s3_client.py)."""
+    if session is None:
+        session = _session(config)
     botocore_config = Config(
         max_pool_connections=config.max_uploads + 1,  # + the manifest
         retries={"mode": "standard", "total_max_attempts": config.max_attempts},

@@ -14,7 +14,9 @@ from scrapy.exceptions import NotConfigured
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
-__all__ = ["S3Config", "parse_s3_uri"]
+__all__ = ["S3_CLIENTS", "S3Config", "parse_s3_uri"]
+
+S3_CLIENTS = ("lean", "boto3")
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -56,8 +58,13 @@ class S3Config:
     conflict_retries: int = 5
     conflict_backoff: float = 0.2
     timeout: float = 30.0
+    client: str = "lean"  # or "boto3": what sends the per-post calls (objectcalls.py)
 
     def __post_init__(self) -> None:
+        if self.client not in S3_CLIENTS:
+            raise NotConfigured(
+                f"S3_CLIENT must be one of {', '.join(S3_CLIENTS)}, not {self.client!r}"
+            )
         if self.max_uploads < 1:
             raise NotConfigured(f"S3_MAX_UPLOADS must be at least 1, not {self.max_uploads}")
         if self.max_attempts < 1:
@@ -97,6 +104,7 @@ class S3Config:
             conflict_retries=settings.getint("S3_CONFLICT_RETRIES", 5),
             conflict_backoff=settings.getfloat("S3_CONFLICT_BACKOFF", 0.2),
             timeout=settings.getfloat("S3_TIMEOUT", 30.0),
+            client=str(settings.get("S3_CLIENT") or "lean").strip().lower(),
         )
 
 

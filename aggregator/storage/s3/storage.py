@@ -7,8 +7,10 @@ crawl never waits on S3. Works with AWS and any S3-compatible store (MinIO, R2, 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING
 
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
@@ -18,7 +20,7 @@ from twisted.python.failure import Failure
 from aggregator import stats as stat_keys
 from aggregator.state import state_dir
 from aggregator.state.component import crawl_state
-from aggregator.storage.s3.client import connect, quiet_sdk_debug_logs
+from aggregator.storage.s3.client import connect_objects, quiet_sdk_debug_logs
 from aggregator.storage.s3.config import S3Config
 from aggregator.storage.s3.manifests import (
     ManifestJournal,
@@ -35,7 +37,7 @@ from aggregator.storage.s3.objects import (
 from aggregator.storage.s3.threads import S3Threads
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Sequence
     from pathlib import Path
 
     from scrapy import Spider
@@ -129,7 +131,7 @@ class S3PostStorage:
         self._threads.start()
         journal = self._journal = ManifestJournal(self.journal_dir, spider_name, self.run_id)
         await self._load_writer_id()
-        client = await maybe_deferred_to_future(self._threads.run(connect, self.config))
+        client = await maybe_deferred_to_future(self._threads.run(connect_objects, self.config))
         self.uploader = S3Uploader.from_config(
             client, self.config, writer_id=self.writer_id, run_id=self.run_id
         )
@@ -168,6 +170,41 @@ class S3PostStorage:
             self.writer_id = await records.setdefault(WRITER_ID_NAME, self.writer_id)
 
     # --- persist -----------------------------------------------------------------------------
+    async def persist_batch(self, posts: Sequence[PostRecord]) -> list[StoreResult | Exception]:
+        """Upload `posts`, at most S3_MAX_UPLOADS at once: that many pool jobs each take the
+        next post of the batch until none is left, so the batch costs that many thread
+        hand-offs, not one per post, and the write pipeline marks the batch published in one
+        state call (GroupCommit). One outcome per post, in order: the StoreResult of a post
+        S3 acknowledged (durable), or the exception that stopped it."""
+        if self.uploader is None:
+            return [S3UploadError(f"{post.key}: the S3 storage is not open") for post in posts]
+        outcomes: list[Uploaded | Exception | None] = [None] * len(posts)
+        waiting = deque(enumerate(posts))
+        workers = min(self.config.max_uploads, len(posts))
+        self._in_flight += workers
+        if self.stats is not None:
+            self.stats.max_value(STAT_PEAK_IN_FLIGHT, self._in_flight)
+        try:
+            await asyncio.gather(
+                *(
+                    maybe_deferred_to_future(
+                        self._threads.run(_upload_each, self.uploader, waiting, outcomes)
+                    )
+                    for _ in range(workers)
+                )
+            )
+        finally:
+            self._in_flight -= workers
+        return [self._settle(outcome) for outcome in outcomes]
+
+    def _settle(self, outcome: Uploaded | Exception | None) -> StoreResult | Exception:
+        if outcome is None:  # a worker died before it took this post
+            outcome = S3UploadError("the upload never ran")
+        if isinstance(outcome, Exception):
+            self._inc(STAT_FAILED)
+            return outcome
+        return self._upload_done(outcome)
+
     def persist(self, post: PostRecord) -> Deferred[StoreResult]:
         if self.uploader is None:
             return defer.fail(S3UploadError(f"{post.key}: the S3 storage is not open"))
@@ -179,14 +216,17 @@ class S3PostStorage:
         if self.stats is not None:
             self.stats.max_value(STAT_PEAK_IN_FLIGHT, self._in_flight)
         d = self._threads.run(self.uploader.upload, post)
-        d.addBoth(self._upload_done)
+        d.addBoth(self._one_done)
         return d
 
-    def _upload_done(self, outcome: Uploaded | Failure) -> StoreResult | Failure:
+    def _one_done(self, outcome: Uploaded | Failure) -> StoreResult | Failure:
         self._in_flight -= 1
         if isinstance(outcome, Failure):
             self._inc(STAT_FAILED)
             return outcome
+        return self._upload_done(outcome)
+
+    def _upload_done(self, outcome: Uploaded) -> StoreResult:
         self._inc(STAT_CONFLICT_RETRIES, outcome.conflicts)
         if outcome.outcome == "existing":
             self._inc(STAT_EXISTING)
@@ -241,10 +281,30 @@ class S3PostStorage:
         if self._journal is not None:
             self._journal.release()
         self._threads.stop()
+        if self.uploader is not None:
+            self.uploader.client.close()  # its connections (ObjectCalls' or boto3's pool)
 
     def _inc(self, key: str, count: int = 1) -> None:
         if self.stats is not None and count:
             self.stats.inc_value(key, count)
+
+
+def _upload_each(
+    uploader: S3Uploader,
+    waiting: deque[tuple[int, PostRecord]],
+    outcomes: list[Uploaded | Exception | None],
+) -> None:
+    """In a pool thread: upload the batch's next post until none is left (`deque.popleft` is
+    atomic, so the workers never take the same post), each outcome at its post's index."""
+    while True:
+        try:
+            index, post = waiting.popleft()
+        except IndexError:
+            return
+        try:
+            outcomes[index] = uploader.upload(post)
+        except Exception as exc:
+            outcomes[index] = exc
 
 
 def _state_records(crawler: Crawler) -> Callable[[], Awaitable[Records]]:
