@@ -23,7 +23,7 @@ from aggregator.devtools.replay import Reply
 from aggregator.errors import ConfigError
 from aggregator.state.sqlite import SqliteCrawlState
 from aggregator.storage import PostRecord
-from aggregator.storage.s3.client import connect, quiet_sdk_debug_logs
+from aggregator.storage.s3.client import connect, connect_objects, quiet_sdk_debug_logs
 from aggregator.storage.s3.config import S3Config, parse_s3_uri
 from aggregator.storage.s3.manifests import (
     ManifestJournal,
@@ -281,10 +281,15 @@ def record(
     )
 
 
+# the uploader's rules hold whichever client sends its calls (S3_CLIENT)
+BOTH_CLIENTS = pytest.mark.parametrize("client", ["lean", "boto3"])
+
+
 def uploader(
     bucket: S3Bucket, endpoint_url: str, *, writer_id: str = "writer-a", **options
 ) -> S3Uploader:
-    """An uploader with a client connected to `bucket` through `endpoint_url`."""
+    """An uploader with a client (S3_CLIENT `client`, lean by default) connected to `bucket`
+    through `endpoint_url`."""
     config = S3Config.for_uri(
         bucket.uri(),
         access_key=CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -293,24 +298,28 @@ def uploader(
         endpoint_url=endpoint_url,
         **{"conflict_backoff": 0.01, **options},
     )
-    return S3Uploader.from_config(connect(config), config, writer_id=writer_id, run_id="r" * 16)
+    return S3Uploader.from_config(
+        connect_objects(config), config, writer_id=writer_id, run_id="r" * 16
+    )
 
 
-def test_conflict_409_is_retried_with_backoff_then_written(s3_bucket, fault_proxy):
+@BOTH_CLIENTS
+def test_conflict_409_is_retried_with_backoff_then_written(s3_bucket, fault_proxy, client):
     fault_proxy.inject(
         "PUT", "/qutoutiao-1001.md", Fault(409, "ConditionalRequestConflict", times=2)
     )
-    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url).upload(record())
+    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url, client=client).upload(record())
     assert (uploaded.outcome, uploaded.conflicts, uploaded.result.created) == ("created", 2, True)
     assert fault_proxy.count("PUT", "/qutoutiao-1001.md") == 3
     assert s3_bucket.body("blog/qutoutiao/qutoutiao-1001.md") == record().data
 
 
-def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_proxy):
+@BOTH_CLIENTS
+def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_proxy, client):
     fault_proxy.inject(
         "PUT", "/qutoutiao-1001.md", Fault(409, "ConditionalRequestConflict", times=9)
     )
-    s3 = uploader(s3_bucket, fault_proxy.endpoint_url, conflict_retries=2)
+    s3 = uploader(s3_bucket, fault_proxy.endpoint_url, conflict_retries=2, client=client)
     with pytest.raises(
         S3UploadError, match=r"qutoutiao-1001\.md: ConditionalRequestConflict after 2"
     ):
@@ -318,18 +327,20 @@ def test_conflicts_beyond_the_limit_fail_naming_the_object(s3_bucket, fault_prox
     assert s3_bucket.object_keys() == []
 
 
-def test_a_landed_put_whose_answer_was_lost_counts_as_ours(s3_bucket, fault_proxy):
+@BOTH_CLIENTS
+def test_a_landed_put_whose_answer_was_lost_counts_as_ours(s3_bucket, fault_proxy, client):
     fault_proxy.inject("PUT", "/qutoutiao-1001.md", Fault(500, "InternalError", forward=True))
-    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url).upload(record())
+    uploaded = uploader(s3_bucket, fault_proxy.endpoint_url, client=client).upload(record())
     assert (uploaded.outcome, uploaded.result.created) == ("ours", True)
     assert uploaded.entry is not None and uploaded.entry["article_key"] == "qutoutiao-1001"
-    assert fault_proxy.count("PUT", "/qutoutiao-1001.md") == 2  # botocore retried the 500
+    assert fault_proxy.count("PUT", "/qutoutiao-1001.md") == 2  # the 500 was retried
 
 
-def test_another_writers_object_is_never_overwritten(s3_bucket, moto_server):
+@BOTH_CLIENTS
+def test_another_writers_object_is_never_overwritten(s3_bucket, moto_server, client):
     theirs = uploader(s3_bucket, moto_server.endpoint_url, writer_id="writer-b")
     assert theirs.upload(record(data=b"their post")).result.created
-    ours = uploader(s3_bucket, moto_server.endpoint_url)
+    ours = uploader(s3_bucket, moto_server.endpoint_url, client=client)
     different = ours.upload(record(data=b"our post"))
     same_bytes = ours.upload(record(data=b"their post"))
     for uploaded in (different, same_bytes):
@@ -455,6 +466,7 @@ def test_settings_reach_the_storage_and_size_the_connection_pool(s3_bucket, tmp_
         ({"S3_MAX_ATTEMPTS": "0"}, "S3_MAX_ATTEMPTS must be at least 1, not 0"),
         ({"AWS_ACCESS_KEY_ID": "k"}, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY together"),
         ({"AWS_SESSION_TOKEN": "t"}, "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY together"),
+        ({"S3_CLIENT": "curl"}, "S3_CLIENT must be one of lean, boto3, not 'curl'"),
     ],
 )
 def test_settings_are_checked_alike_before_a_crawl_and_when_the_storage_is_built(settings, message):
@@ -544,7 +556,7 @@ def test_sdk_debug_records_are_not_built_unless_log_level_is_debug():
 
 
 def test_puts_go_without_expect_continue_or_parameter_checks(s3_bucket, moto_server):
-    s3 = uploader(s3_bucket, moto_server.endpoint_url)
+    s3 = uploader(s3_bucket, moto_server.endpoint_url, client="boto3")
     sent: list[dict] = []
     s3.client.meta.events.register(
         "before-send.s3.PutObject", lambda request, **_: sent.append(dict(request.headers))
