@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from filelock import FileLock, Timeout
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 __all__ = ["ManifestJournal", "journal_dir", "resend_leftover_manifests"]
 
@@ -45,12 +45,18 @@ class ManifestJournal:
         self._lock.acquire(timeout=0)
 
     def append(self, entry: dict[str, Any]) -> None:
+        self.extend((entry,))
+
+    def extend(self, entries: Iterable[dict[str, Any]]) -> None:
+        """Append lines, written out in one write (a batch's lines, from persist_batch)."""
+        lines = [json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n" for entry in entries]
+        if not lines:
+            return
         if self._handle is None:
             self._handle = self.path.open("a", encoding="utf-8")
-        line = json.dumps(entry, ensure_ascii=False, sort_keys=True)
-        self._handle.write(line + "\n")
+        self._handle.write("".join(lines))
         self._handle.flush()
-        self.lines += 1
+        self.lines += len(lines)
 
     def _close_file(self) -> None:
         if self._handle is not None:

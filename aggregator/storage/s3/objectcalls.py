@@ -21,6 +21,7 @@ probe (`check`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import re
@@ -160,7 +161,13 @@ class ObjectCalls:
         headers = {_PUT_HEADERS[name]: value for name, value in options.items()}
         for name, value in (Metadata or {}).items():
             headers[f"x-amz-meta-{name}"] = value
-        status, answer, _ = self._call("PutObject", "PUT", Bucket, Key, headers, bytes(Body))
+        checksum = options.get("ChecksumSHA256")
+        # the body's SHA-256 is signed; a caller that sends its checksum has computed it (S3
+        # checks the body against both)
+        payload = base64.b64decode(checksum).hex() if checksum else None
+        status, answer, _ = self._call(
+            "PutObject", "PUT", Bucket, Key, headers, bytes(Body), payload
+        )
         # only what callers read: building every header's entry costs CPU on each upload
         return {
             "ETag": answer.get("ETag"),
@@ -219,17 +226,20 @@ class ObjectCalls:
         key: str,
         headers: dict[str, str],
         body: bytes | None,
+        payload_sha256: str | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """Send until the answer is a success or botocore's standard policy stops retrying;
         raise what boto3 would (ClientError, or the connection error)."""
         if bucket != self.bucket:
             raise ValueError(f"these calls are for bucket {self.bucket!r}, not {bucket!r}")
         path = self._base_path + quote(key, safe="/-_.~")
+        if payload_sha256 is None:
+            payload_sha256 = hashlib.sha256(body or b"").hexdigest()
         attempt = 0
         while True:
             attempt += 1
             try:
-                status, answer, data = self._send(method, path, headers, body)
+                status, answer, data = self._send(method, path, headers, body, payload_sha256)
             except _NETWORK_ERRORS as exc:
                 error: Exception = exc
                 context = RetryContext(
@@ -254,7 +264,12 @@ class ObjectCalls:
             time.sleep(self._retries.compute_retry_delay(context))
 
     def _send(
-        self, method: str, path: str, headers: dict[str, str], body: bytes | None
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        payload_sha256: str,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """Sign and send once on this thread's connection: the status, headers and body (at
         most MAX_ANSWER bytes of it) of the answer."""
@@ -263,7 +278,7 @@ class ObjectCalls:
             method,
             path,
             {**headers, "Host": self._netloc_signed()},
-            hashlib.sha256(body or b"").hexdigest(),
+            payload_sha256,
         )
         signed["User-Agent"] = USER_AGENT
         connection = self._connection()

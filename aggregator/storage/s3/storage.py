@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.utils.defer import deferred_from_coro, maybe_deferred_to_future
 from twisted.internet import defer
@@ -195,15 +195,24 @@ class S3PostStorage:
             )
         finally:
             self._in_flight -= workers
-        return [self._settle(outcome) for outcome in outcomes]
+        entries: list[dict[str, Any]] = []
+        settled = [self._settle(outcome, entries) for outcome in outcomes]
+        if entries and self._journal is not None:
+            self._journal.extend(entries)  # one write for the batch's manifest lines
+        return settled
 
-    def _settle(self, outcome: Uploaded | Exception | None) -> StoreResult | Exception:
+    def _settle(
+        self, outcome: Uploaded | Exception | None, entries: list[dict[str, Any]]
+    ) -> StoreResult | Exception:
         if outcome is None:  # a worker died before it took this post
             outcome = S3UploadError("the upload never ran")
         if isinstance(outcome, Exception):
             self._inc(STAT_FAILED)
             return outcome
-        return self._upload_done(outcome)
+        self._count(outcome)
+        if outcome.entry is not None:
+            entries.append(outcome.entry)
+        return outcome.result
 
     def persist(self, post: PostRecord) -> Deferred[StoreResult]:
         if self.uploader is None:
@@ -224,9 +233,12 @@ class S3PostStorage:
         if isinstance(outcome, Failure):
             self._inc(STAT_FAILED)
             return outcome
-        return self._upload_done(outcome)
+        self._count(outcome)
+        if outcome.entry is not None and self._journal is not None:
+            self._journal.append(outcome.entry)
+        return outcome.result
 
-    def _upload_done(self, outcome: Uploaded) -> StoreResult:
+    def _count(self, outcome: Uploaded) -> None:
         self._inc(STAT_CONFLICT_RETRIES, outcome.conflicts)
         if outcome.outcome == "existing":
             self._inc(STAT_EXISTING)
@@ -235,9 +247,6 @@ class S3PostStorage:
         else:
             self._inc(STAT_UPLOADED if outcome.outcome == "created" else STAT_ALREADY_OURS)
             self._inc(STAT_BYTES, outcome.size)
-        if outcome.entry is not None and self._journal is not None:
-            self._journal.append(outcome.entry)
-        return outcome.result
 
     # --- close -------------------------------------------------------------------------------
     def close(self, spider: Spider) -> Deferred[None]:
