@@ -1,14 +1,14 @@
-"""PutObject and HeadObject, the calls made for every post, sent over keep-alive http.client
-connections, one per thread, instead of through boto3's client. Everything S3-specific still
-comes from botocore: the request is signed by its SigV4 signer (`S3SigV4Auth`) with the
-credentials boto3's chain resolved, sent to the URL its endpoint resolution gives for the bucket
-(path-style or virtual-hosted, regional endpoints), and retried by its standard retry policy.
-The calls take the arguments and give the answers and errors of the boto3 client's (a dict;
-`ClientError` carrying the HTTP status and S3 error code; botocore's connection errors), so
-`S3Uploader` and `put_if_absent` work with either.
+"""PutObject and HeadObject, the calls made for every post, sent over kept-alive connections,
+one per thread (http1.py), instead of through boto3's client. What is S3-specific still comes
+from botocore where botocore offers it: the URL its endpoint resolution gives for the bucket
+(path-style or virtual-hosted, regional endpoints), the credentials boto3's chain resolved
+(refreshed by botocore), its standard retry policy and its exceptions; requests are signed with
+SigV4 by sigv4.py (checked against botocore's signer). The calls take the arguments and give the
+answers and errors of the boto3 client's (a dict; `ClientError` carrying the HTTP status and S3
+error code; botocore's connection errors), so `S3Uploader` and `put_if_absent` work with either.
 
 Why not boto3's client for these two calls: it cost ~1.0 ms of CPU per upload in the crawl
-process, these ~0.4 ms (bench/bench_s3_client.py), and on a crawl that writes flat out that
+process, these ~0.2 ms (bench/bench_s3_client.py), and on a crawl that writes flat out that
 difference is a third of all the CPU an article costs. Its per-call event hooks, endpoint
 ruleset evaluation, model-driven serialisation and parsing and urllib3's pool are general
 machinery that two fixed calls do not need. Everything else (HeadBucket, ListObjectsV2) stays
@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import re
-import select
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -50,6 +49,7 @@ from botocore.retries.standard import (
 )
 
 from aggregator.errors import ConfigError
+from aggregator.storage.s3.http1 import Answer, ConnectFailed, Connection, ExchangeFailed
 from aggregator.storage.s3.sigv4 import SigV4Signer
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ __all__ = ["PROBE_KEY", "ObjectCalls"]
 
 # the key whose URL botocore resolves to learn the bucket's base URL, and which `check` HEADs
 PROBE_KEY = "_aggregator-probe"
-USER_AGENT = "aggregator (http.client; botocore SigV4)"
+USER_AGENT = "aggregator (S3 calls: objectcalls.py)"
 # an answer body we read at most: S3 error documents are a few hundred bytes
 MAX_ANSWER = 64 * 1024
 _CODE = re.compile(rb"<Code>([^<]{1,128})</Code>")
@@ -76,7 +76,7 @@ _PUT_HEADERS = {
 
 
 @dataclass(frozen=True)
-class _Answer:
+class _HTTPAnswer:
     """What botocore's retry checks read of an HTTP answer (an AWSResponse's attributes)."""
 
     status_code: int
@@ -120,7 +120,7 @@ class ObjectCalls:
             retry_backoff=ExponentialBackoff(),
         )
         self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
+        self._connections: list[Connection] = []
         self._lock = threading.Lock()
 
     @classmethod
@@ -165,32 +165,23 @@ class ObjectCalls:
         # the body's SHA-256 is signed; a caller that sends its checksum has computed it (S3
         # checks the body against both)
         payload = base64.b64decode(checksum).hex() if checksum else None
-        status, answer, _ = self._call(
-            "PutObject", "PUT", Bucket, Key, headers, bytes(Body), payload
-        )
-        # only what callers read: building every header's entry costs CPU on each upload
-        return {
-            "ETag": answer.get("ETag"),
-            "ResponseMetadata": {
-                "HTTPStatusCode": status,
-                "RequestId": answer.get("x-amz-request-id", ""),
-            },
-        }
+        answer = self._call("PutObject", "PUT", Bucket, Key, headers, bytes(Body), payload)
+        return {"ETag": answer.headers.get("etag"), "ResponseMetadata": _metadata(answer)}
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         """HeadObject: the object's user metadata, size, type and ETag."""
-        status, message, _ = self._call("HeadObject", "HEAD", Bucket, Key, {}, None)
-        answer = _headers(message)
+        answer = self._call("HeadObject", "HEAD", Bucket, Key, {}, None)
+        headers = answer.headers
         return {
             "Metadata": {
                 name[len("x-amz-meta-") :]: value
-                for name, value in answer.items()
+                for name, value in headers.items()
                 if name.startswith("x-amz-meta-")
             },
-            "ContentLength": int(answer.get("content-length") or 0),
-            "ContentType": answer.get("content-type"),
-            "ETag": answer.get("etag"),
-            "ResponseMetadata": _metadata(status, answer),
+            "ContentLength": int(headers.get("content-length") or 0),
+            "ContentType": headers.get("content-type"),
+            "ETag": headers.get("etag"),
+            "ResponseMetadata": _metadata(answer),
         }
 
     def check(self, setting: str = "OUTPUT_URI") -> None:
@@ -227,7 +218,7 @@ class ObjectCalls:
         headers: dict[str, str],
         body: bytes | None,
         payload_sha256: str | None = None,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+    ) -> Answer:
         """Send until the answer is a success or botocore's standard policy stops retrying;
         raise what boto3 would (ClientError, or the connection error)."""
         if bucket != self.bucket:
@@ -239,7 +230,7 @@ class ObjectCalls:
         while True:
             attempt += 1
             try:
-                status, answer, data = self._send(method, path, headers, body, payload_sha256)
+                answer = self._send(method, path, headers, body, payload_sha256)
             except _NETWORK_ERRORS as exc:
                 error: Exception = exc
                 context = RetryContext(
@@ -248,16 +239,15 @@ class ObjectCalls:
                     caught_exception=error,
                 )
             else:
-                if status < 300:
-                    return status, answer, data
-                headers_of = _headers(answer)
-                parsed = _error_response(status, headers_of, data)
+                if answer.status < 300:
+                    return answer
+                parsed = _error_response(answer)
                 error = ClientError(parsed, operation)
                 context = RetryContext(
                     attempt,
                     operation_model=self._operation_models.get(operation),
                     parsed_response=parsed,
-                    http_response=_Answer(status, headers_of),
+                    http_response=_HTTPAnswer(answer.status, answer.headers),
                 )
             if not self._retries.should_retry(context):
                 raise error
@@ -270,9 +260,9 @@ class ObjectCalls:
         headers: dict[str, str],
         body: bytes | None,
         payload_sha256: str,
-    ) -> tuple[int, http.client.HTTPMessage, bytes]:
-        """Sign and send once on this thread's connection: the status, headers and body (at
-        most MAX_ANSWER bytes of it) of the answer."""
+    ) -> Answer:
+        """Sign and send once on this thread's connection; the answer (at most MAX_ANSWER
+        bytes of its body), or the botocore exception boto3 raises for the same failure."""
         signed = self._signer.sign(
             self._credentials.get_frozen_credentials(),  # botocore refreshes them when due
             method,
@@ -281,66 +271,35 @@ class ObjectCalls:
             payload_sha256,
         )
         signed["User-Agent"] = USER_AGENT
-        connection = self._connection()
         try:
-            if connection.sock is None:
-                connection.connect()
-        except OSError as exc:
-            self._drop(connection)
-            raise self._connect_error(exc) from exc
-        try:
-            connection.request(method, path, body=body, headers=signed)
-            response = connection.getresponse()
-            data = response.read(MAX_ANSWER)
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop(connection)
-            if isinstance(exc, TimeoutError):
+            return self._connection().exchange(method, path, signed, body, MAX_ANSWER)
+        except ConnectFailed as exc:
+            raise self._connect_error(exc.__cause__) from exc
+        except ExchangeFailed as exc:
+            if isinstance(exc.__cause__, TimeoutError):
                 raise ReadTimeoutError(endpoint_url=self.endpoint_url, error=exc) from exc
             raise ConnectionClosedError(endpoint_url=self.endpoint_url) from exc
-        except BaseException:
-            self._drop(connection)
-            raise
-        if response.will_close or not response.isclosed():
-            self._drop(connection)  # the server closes it, or it sent more than we read
-        return response.status, response.msg, data
 
     def _netloc_signed(self) -> str:
-        """The Host header as http.client would write it, which is what gets signed."""
+        """The Host header, as HTTP clients write it (no default port), and as signed."""
         default = 443 if self._https else 80
         host = f"[{self._host}]" if ":" in self._host else self._host
         return host if self._port in (None, default) else f"{host}:{self._port}"
 
     # --- connections -------------------------------------------------------------------------
-    def _connection(self) -> http.client.HTTPConnection:
-        """This thread's connection: kept alive between calls, replaced when the server has
-        closed it meanwhile (a stale keep-alive connection would fail the next request)."""
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is not None and _dropped(connection):
-            self._drop(connection)
-            connection = None
+    def _connection(self) -> Connection:
+        """This thread's connection (opened on its first exchange, kept while the server keeps
+        it)."""
+        connection: Connection | None = getattr(self._local, "connection", None)
         if connection is None:
-            if self._https:
-                connection = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=self._tls
-                )
-            else:
-                connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
+            port = self._port or (443 if self._https else 80)
+            connection = Connection(self._host, port, timeout=self._timeout, tls=self._tls)
             self._local.connection = connection
             with self._lock:
                 self._connections.append(connection)
         return connection
 
-    def _drop(self, connection: http.client.HTTPConnection) -> None:
-        connection.close()
-        if getattr(self._local, "connection", None) is connection:
-            self._local.connection = None
-        with self._lock:
-            if connection in self._connections:
-                self._connections.remove(connection)
-
-    def _connect_error(self, exc: OSError) -> Exception:
+    def _connect_error(self, exc: BaseException | None) -> Exception:
         """The botocore exception boto3 raises when it cannot connect (the retry policy
         retries these, as botocore's own)."""
         endpoint = self.endpoint_url
@@ -361,17 +320,6 @@ _NETWORK_ERRORS = (
 )
 
 
-def _dropped(connection: http.client.HTTPConnection) -> bool:
-    """An idle keep-alive socket that is readable has been closed by the server (or holds
-    bytes nobody asked for): not fit for the next request."""
-    sock = connection.sock
-    if sock is None:
-        return False  # not connected yet: connects on the next request
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
     """Certificates checked as botocore checks them: against its CA bundle (or AWS_VERIFY's
     path), or not at all when AWS_VERIFY is false."""
@@ -383,31 +331,26 @@ def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=get_cert_path(True if verify is None else verify))
 
 
-def _headers(message: http.client.HTTPMessage) -> dict[str, str]:
-    return {name.lower(): value for name, value in message.items()}
-
-
-def _error_response(status: int, answer: Mapping[str, str], data: bytes) -> dict[str, Any]:
+def _error_response(answer: Answer) -> dict[str, Any]:
     """The error as botocore parses it: the S3 error document's Code and Message, or, for a
     HEAD (no body), the status as the code."""
-    code = _CODE.search(data)
-    message = _MESSAGE.search(data)
+    code = _CODE.search(answer.body)
+    message = _MESSAGE.search(answer.body)
+    reason = (
+        HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
+    )
     return {
         "Error": {
-            "Code": code.group(1).decode("utf-8", "replace") if code else str(status),
-            "Message": (
-                message.group(1).decode("utf-8", "replace")
-                if message
-                else http.client.responses.get(status, "")
-            ),
+            "Code": code.group(1).decode("utf-8", "replace") if code else str(answer.status),
+            "Message": message.group(1).decode("utf-8", "replace") if message else reason,
         },
-        "ResponseMetadata": _metadata(status, answer),
+        "ResponseMetadata": _metadata(answer),
     }
 
 
-def _metadata(status: int, answer: Mapping[str, str]) -> dict[str, Any]:
+def _metadata(answer: Answer) -> dict[str, Any]:
     return {
-        "HTTPStatusCode": status,
-        "HTTPHeaders": dict(answer),
-        "RequestId": answer.get("x-amz-request-id", ""),
+        "HTTPStatusCode": answer.status,
+        "HTTPHeaders": answer.headers,
+        "RequestId": answer.headers.get("x-amz-request-id", ""),
     }
