@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -276,57 +277,148 @@ def test_a_dead_endpoint_raises_botocores_connection_error_after_the_attempts(s3
         calls.put_object(Bucket=s3_bucket.name, Key="k.md", Body=b"x")
 
 
-def test_connections_are_kept_alive_and_replaced_once_the_server_drops_them(s3_bucket):
-    """The fault proxy speaks HTTP/1.1 with keep-alive; a connection it closed while idle
-    (as servers do after their keep-alive timeout) is replaced, not failed on."""
-    accepted: list[socket.socket] = []
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    port = listener.getsockname()[1]
-    answer = b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "e"\r\n\r\n'
+class ScriptedServer:
+    """A raw HTTP/1.1 server on localhost that answers each request with the next of
+    `answers` (bytes sent as they are; a tuple's parts 50 ms apart), keeps the connection
+    unless told to close it, and records the connections it accepted and the requests it
+    read."""
 
-    def serve(requests: int) -> None:
-        connection, _ = listener.accept()
-        accepted.append(connection)
-        for _ in range(requests):
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += connection.recv(65536)
-            head, _, body = request.partition(b"\r\n\r\n")
-            length = int(next(
-                line.split(b":")[1] for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length")
-            ))  # fmt: skip
-            while len(body) < length:
-                body += connection.recv(65536)
-            connection.sendall(answer)
+    def __init__(
+        self, answers: list[bytes | tuple[bytes, ...]], close_after: set[int] = frozenset()
+    ):
+        self.answers = list(answers)
+        self.close_after = close_after
+        self.connections: list[socket.socket] = []
+        self.requests: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.listener.settimeout(5)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
 
-    import threading
+    def calls(self, max_attempts: int = 1) -> ObjectCalls:
+        return ObjectCalls(
+            bucket="b",
+            base_url=f"http://127.0.0.1:{self.port}/b/",
+            credentials=_static("a", "b"),
+            region=REGION,
+            max_attempts=max_attempts,  # no retry hides a failed exchange
+            timeout=5,
+        )
 
-    calls = ObjectCalls(
-        bucket="b",
-        base_url=f"http://127.0.0.1:{port}/b/",
-        credentials=_static("a", "b"),
-        region=REGION,
-        max_attempts=1,  # no retry would hide a failed reuse
-        timeout=5,
-    )
-    server = threading.Thread(target=serve, args=(2,))
-    server.start()
-    for number in range(2):
+    def _serve(self) -> None:
+        served = 0
+        while served < len(self.answers):
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections.append(connection)
+            while served < len(self.answers):
+                request = self._read(connection)
+                if request is None:
+                    break  # the client closed it
+                self.requests.append(request)
+                answer = self.answers[served]
+                for number, part in enumerate(answer if isinstance(answer, tuple) else (answer,)):
+                    if number:
+                        time.sleep(0.05)
+                    connection.sendall(part)
+                served += 1
+                if served in self.close_after:
+                    connection.close()
+                    break
+
+    @staticmethod
+    def _read(connection: socket.socket) -> bytes | None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = connection.recv(65536)
+            if not chunk:
+                return None
+            request += chunk
+        head, _, body = request.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        while len(body) < length:
+            body += connection.recv(65536)
+        return head
+
+    def stop(self) -> None:
+        self.thread.join(timeout=5)
+        self.listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: "e"\r\n\r\n'
+
+
+def test_connections_are_kept_alive_and_replaced_once_the_server_drops_them():
+    """Two calls share one connection; one the server closed while idle (as servers do after
+    their keep-alive timeout) is replaced, not failed on."""
+    server = ScriptedServer([OK, OK, OK], close_after={2})
+    calls = server.calls()
+    for number in range(3):
         assert calls.put_object(Bucket="b", Key=f"{number}.md", Body=b"x")["ETag"] == '"e"'
-    server.join(timeout=5)
-    assert len(accepted) == 1  # both on one connection
-    accepted[0].close()  # the server drops the idle connection
-    time.sleep(0.1)
-    server = threading.Thread(target=serve, args=(1,))
-    server.start()
+        time.sleep(0.05)  # the server's close has arrived before the next call
+    server.stop()
+    assert len(server.requests) == 3
+    assert len(server.connections) == 2
+
+
+def test_answers_framed_by_chunks_or_by_the_connections_end_and_interim_answers():
+    error = b"<Error><Code>AccessDenied</Code><Message>no</Message></Error>"
+    chunked = (
+        b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(error):x}\r\n".encode()
+        + error
+        + b"\r\n0\r\n\r\n"
+    )
+    until_close = b"HTTP/1.1 409 Conflict\r\nConnection: close\r\n\r\n" + error.replace(
+        b"AccessDenied", b"OperationAborted"
+    )
+    interim = (b"HTTP/1.1 100 Continue\r\n\r\n", OK)  # apart: read as two answers
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nx-amz-meta-sha256: ab\r\n\r\n"
+    server = ScriptedServer([chunked, until_close, interim, head, OK], close_after={2})
+    calls = server.calls()
+    with pytest.raises(ClientError) as denied:
+        calls.put_object(Bucket="b", Key="1.md", Body=b"x")
+    assert denied.value.response["Error"] == {"Code": "AccessDenied", "Message": "no"}
+    with pytest.raises(ClientError) as aborted:
+        calls.put_object(Bucket="b", Key="2.md", Body=b"x")
+    assert aborted.value.response["Error"]["Code"] == "OperationAborted"
+    assert calls.put_object(Bucket="b", Key="3.md", Body=b"x")["ETag"] == '"e"'
+    # a HEAD's answer ends with its headers (its Content-Length is the object's), and the
+    # connection goes on to the next call
+    assert calls.head_object(Bucket="b", Key="4.md")["Metadata"] == {"sha256": "ab"}
+    assert calls.put_object(Bucket="b", Key="5.md", Body=b"x")["ETag"] == '"e"'
+    server.stop()
+    assert len(server.connections) == 2  # a new one only after the close-framed answer
+
+
+def test_an_answer_cut_short_is_a_connection_error_and_is_retried():
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\nonly part"
+    server = ScriptedServer([cut, OK], close_after={1})
+    calls = server.calls(max_attempts=2)
+    assert calls.put_object(Bucket="b", Key="1.md", Body=b"x")["ETag"] == '"e"'
+    server.stop()
+    assert len(server.requests) == 2
+
+
+def test_a_header_that_would_end_a_line_is_never_sent():
+    server = ScriptedServer([OK])
+    calls = server.calls()
+    with pytest.raises(ValueError, match="refusing to send header"):
+        calls.put_object(Bucket="b", Key="1.md", Body=b"x", Metadata={"x": "a\r\nX-Injected: 1"})
     assert calls.put_object(Bucket="b", Key="2.md", Body=b"x")["ETag"] == '"e"'
-    server.join(timeout=5)
-    assert len(accepted) == 2
-    calls.close()
-    listener.close()
+    server.stop()
+    assert len(server.requests) == 1 and b"X-Injected" not in server.requests[0]
 
 
 def test_unknown_arguments_are_refused_not_dropped(s3_bucket, moto_server):
