@@ -45,9 +45,9 @@ STAGES = {
     },
     "as shipped (lean)": {
         "SigV4 signing (sigv4.py)": ("sigv4.py", "sign"),
-        "connect (moto closes every connection)": ("client.py", "connect"),
-        "send the request (http.client)": ("client.py", "request"),
-        "read the answer (http.client, email headers)": ("client.py", "getresponse"),
+        "connect (moto closes every connection)": ("http1.py", "_connect"),
+        "write the request (http1.py)": ("http1.py", "_request"),
+        "read the answer (http1.py, httptools)": ("http1.py", "_read"),
     },
 }
 CLIENTS = ("botocore defaults", "boto3 (S3_CLIENT=boto3)", "as shipped (lean)")

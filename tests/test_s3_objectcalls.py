@@ -19,6 +19,7 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import ClientError, EndpointConnectionError
+from botocore.exceptions import SSLError as BotocoreSSLError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from s3fixtures import CREDENTIALS, Fault, S3Bucket, free_port
@@ -455,3 +456,52 @@ def test_a_store_that_refuses_the_probe_stops_the_run_at_start(s3_bucket, fault_
     fault_proxy.inject("HEAD", f"/{PROBE_KEY}", Fault(400, "AuthorizationHeaderMalformed"))
     with pytest.raises(ConfigError, match=r"with 400 .*AWS_REGION_NAME.*S3_CLIENT=boto3"):
         connect_objects(config_for(s3_bucket, fault_proxy.endpoint_url))
+
+
+def test_tls_is_verified_unless_aws_verify_is_false(tmp_path):
+    """moto's server over TLS with a self-signed certificate: refused as botocore refuses it
+    (an SSLError naming the endpoint, after the attempts), accepted with AWS_VERIFY=false."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), "--ssl"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"https://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto never came up"
+                time.sleep(0.1)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            verify=False,
+            region_name=REGION,
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+        ).create_bucket(Bucket="tls")
+
+        def calls(verify: bool | None) -> ObjectCalls:
+            return ObjectCalls(
+                bucket="tls",
+                base_url=f"{endpoint}/tls/",
+                credentials=_static("a", "b"),
+                region=REGION,
+                max_attempts=1,
+                timeout=10,
+                verify=verify,
+            )
+
+        with pytest.raises(BotocoreSSLError, match=f"127.0.0.1:{port}"):
+            calls(None).put_object(Bucket="tls", Key="k.md", Body=b"x")
+        unverified = calls(False)
+        unverified.put_object(Bucket="tls", Key="k.md", Body=b"over TLS")
+        assert unverified.head_object(Bucket="tls", Key="k.md")["ContentLength"] == 8
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import ssl
 import threading
@@ -108,7 +109,6 @@ class ObjectCalls:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
-        self._netloc = parts.netloc
         self._base_path = parts.path if parts.path.endswith("/") else parts.path + "/"
         self._credentials = credentials
         self._signer = SigV4Signer(region)
@@ -321,14 +321,16 @@ _NETWORK_ERRORS = (
 
 
 def _tls_context(verify: bool | str | None) -> ssl.SSLContext:
-    """Certificates checked as botocore checks them: against its CA bundle (or AWS_VERIFY's
-    path), or not at all when AWS_VERIFY is false."""
+    """Certificates checked as botocore checks them: against AWS_VERIFY's path, else
+    AWS_CA_BUNDLE's, else botocore's CA bundle; or not at all when AWS_VERIFY is false."""
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=get_cert_path(True if verify is None else verify))
+    if verify is None or verify is True:
+        verify = os.environ.get("AWS_CA_BUNDLE") or True
+    return ssl.create_default_context(cafile=get_cert_path(verify))
 
 
 def _error_response(answer: Answer) -> dict[str, Any]:

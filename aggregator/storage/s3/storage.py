@@ -74,10 +74,12 @@ class S3PostStorage:
     """PostStorage for `s3://bucket/prefix`: settings are read in `from_crawler` and passed in,
     as Scrapy's S3FeedStorage does.
 
-    `open` connects (HeadBucket), claims this run's manifest journal and re-sends journals
-    earlier runs left; `persist` uploads one post in the thread pool; `close` sends this run's
-    manifest. Scrapy closes item pipelines only once no item is in progress, and the write
-    pipeline awaits `persist` in `process_item`, so every upload has settled when `close` runs.
+    `open` connects (HeadBucket, then the per-post client's probe), claims this run's manifest
+    journal and re-sends journals earlier runs left; `persist_batch` uploads a group of posts
+    in the thread pool (`persist` one post, where no asyncio loop runs); `close` sends this
+    run's manifest. Scrapy closes item pipelines only once no item is in progress, and the
+    write pipeline awaits each batch in `process_item` (and what its group still holds in
+    `close_spider`), so every upload has settled when `close` runs.
     """
 
     def __init__(
