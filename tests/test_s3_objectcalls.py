@@ -458,7 +458,9 @@ def test_a_store_that_refuses_the_probe_stops_the_run_at_start(s3_bucket, fault_
         connect_objects(config_for(s3_bucket, fault_proxy.endpoint_url))
 
 
-def test_tls_is_verified_unless_aws_verify_is_false(tmp_path):
+# the bucket is created through boto3 without verification, on purpose
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
+def test_tls_is_verified_unless_aws_verify_is_false():
     """moto's server over TLS with a self-signed certificate: refused as botocore refuses it
     (an SSLError naming the endpoint, after the attempts), accepted with AWS_VERIFY=false."""
     port = free_port()
