@@ -384,9 +384,12 @@ def test_answers_framed_by_chunks_or_by_the_connections_end_and_interim_answers(
     until_close = b"HTTP/1.1 409 Conflict\r\nConnection: close\r\n\r\n" + error.replace(
         b"AccessDenied", b"OperationAborted"
     )
-    interim = (b"HTTP/1.1 100 Continue\r\n\r\n", OK)  # apart: read as two answers
+    interim_apart = (b"HTTP/1.1 100 Continue\r\n\r\n", OK)
+    interim_together = b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n" + OK
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nx-amz-meta-sha256: ab\r\n\r\n"
-    server = ScriptedServer([chunked, until_close, interim, head, OK], close_after={2})
+    server = ScriptedServer(
+        [chunked, until_close, interim_apart, interim_together, head, OK], close_after={2}
+    )
     calls = server.calls()
     with pytest.raises(ClientError) as denied:
         calls.put_object(Bucket="b", Key="1.md", Body=b"x")
@@ -395,6 +398,9 @@ def test_answers_framed_by_chunks_or_by_the_connections_end_and_interim_answers(
         calls.put_object(Bucket="b", Key="2.md", Body=b"x")
     assert aborted.value.response["Error"]["Code"] == "OperationAborted"
     assert calls.put_object(Bucket="b", Key="3.md", Body=b"x")["ETag"] == '"e"'
+    together = calls.put_object(Bucket="b", Key="3b.md", Body=b"x")
+    assert together["ETag"] == '"e"'
+    assert "x-interim" not in together["ResponseMetadata"]["HTTPHeaders"]
     # a HEAD's answer ends with its headers (its Content-Length is the object's), and the
     # connection goes on to the next call
     assert calls.head_object(Bucket="b", Key="4.md")["Metadata"] == {"sha256": "ab"}

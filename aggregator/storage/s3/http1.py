@@ -56,9 +56,13 @@ class Answer:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None, "set before any data is fed"
+        self.status = self.parser.get_status_code()
+        if self.status < 200:
+            return  # an interim answer (1xx): the real one follows on this connection
         self.headers_done = True
         # asked here: once the message is complete the parser has reset for the next one
-        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, data: bytes) -> None:
         room = self.limit - len(self.body)
@@ -67,6 +71,9 @@ class Answer:
         self.body += data[:room]
 
     def on_message_complete(self) -> None:
+        if self.status < 200:
+            self.headers.clear()  # the interim answer's
+            return
         self.complete = True
 
 
@@ -122,28 +129,23 @@ class Connection:
             raise ConnectFailed(str(exc)) from exc
 
     def _read(self, sock: socket.socket, method: str, limit: int) -> Answer:
-        """Feed the parser until the answer is complete; skip interim (1xx) answers. A HEAD
-        answer ends with its headers, whatever Content-Length says."""
-        while True:
-            answer = Answer(limit=limit)
-            parser = answer.parser = httptools.HttpResponseParser(answer)
-            while not answer.complete and not (method == "HEAD" and answer.headers_done):
-                if answer.truncated:
-                    # the rest of an over-long body is not read: the connection goes
-                    self.close()
-                    break
-                data = sock.recv(65536)
-                if not data:
-                    self._ended(answer)
-                    break
-                parser.feed_data(data)
-            if method == "HEAD" and answer.headers_done:
-                answer.complete = True  # no body follows, whatever Content-Length says
-            answer.status = parser.get_status_code()
-            if not 100 <= answer.status < 200:
-                if not answer.complete or not answer.keep_alive:
-                    self.close()
-                return answer
+        """Feed the parser until the answer is complete (interim 1xx answers are skipped as
+        they come). A HEAD answer ends with its headers, whatever Content-Length says."""
+        answer = Answer(limit=limit)
+        parser = answer.parser = httptools.HttpResponseParser(answer)
+        while not answer.complete and not (method == "HEAD" and answer.headers_done):
+            if answer.truncated:
+                break  # the rest of an over-long body is not read: the connection goes
+            data = sock.recv(65536)
+            if not data:
+                self._ended(answer)
+                break
+            parser.feed_data(data)
+        if method == "HEAD" and answer.headers_done:
+            answer.complete = True  # no body follows
+        if not answer.complete or not answer.keep_alive:
+            self.close()
+        return answer
 
     def _ended(self, answer: Answer) -> None:
         """The server closed the connection: the end of a body framed by the connection's
