@@ -17,6 +17,7 @@ import select
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 
 import httptools
 
@@ -42,7 +43,6 @@ class Answer:
     and at most `limit` bytes of body."""
 
     status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
     body: bytearray = field(default_factory=bytearray)
     limit: int = 64 * 1024
     complete: bool = False
@@ -50,10 +50,19 @@ class Answer:
     keep_alive: bool = False
     truncated: bool = False
     parser: httptools.HttpResponseParser | None = field(default=None, repr=False)
+    raw_headers: list[tuple[bytes, bytes]] = field(default_factory=list, repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Decoded when asked for: a successful PUT's caller reads none of them."""
+        return {
+            name.decode("latin-1").lower(): value.decode("latin-1")
+            for name, value in self.raw_headers
+        }
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         assert self.parser is not None, "set before any data is fed"
@@ -72,7 +81,7 @@ class Answer:
 
     def on_message_complete(self) -> None:
         if self.status < 200:
-            self.headers.clear()  # the interim answer's
+            self.raw_headers.clear()  # the interim answer's
             return
         self.complete = True
 
@@ -87,6 +96,9 @@ class Connection:
         self.timeout = timeout
         self.tls = tls
         self.sock: socket.socket | None = None
+        # where the host was found, kept for the next connection: servers that close after
+        # every answer would otherwise cost a name lookup per request
+        self._address: tuple[int, tuple[Any, ...]] | None = None
 
     def exchange(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None, limit: int
@@ -116,10 +128,10 @@ class Connection:
 
     def _connect(self) -> socket.socket:
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            sock = self._open_socket()
         except OSError as exc:
+            self._address = None  # looked up again next time
             raise ConnectFailed(str(exc)) from exc
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is None:
             return sock
         try:
@@ -127,6 +139,23 @@ class Connection:
         except OSError as exc:  # ssl.SSLError, or the handshake timed out
             sock.close()
             raise ConnectFailed(str(exc)) from exc
+
+    def _open_socket(self) -> socket.socket:
+        """A connected socket: to the address that answered last, else to the first of the
+        host's addresses that accepts (socket.create_connection's lookup)."""
+        if self._address is None:
+            sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self._address = (sock.family, sock.getpeername())
+            return sock
+        family, address = self._address
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     def _read(self, sock: socket.socket, method: str, limit: int) -> Answer:
         """Feed the parser until the answer is complete (interim 1xx answers are skipped as
@@ -150,7 +179,8 @@ class Connection:
     def _ended(self, answer: Answer) -> None:
         """The server closed the connection: the end of a body framed by the connection's
         end, else an answer cut short."""
-        framed = "content-length" in answer.headers or "transfer-encoding" in answer.headers
+        headers = answer.headers
+        framed = "content-length" in headers or "transfer-encoding" in headers
         if not answer.headers_done or framed:
             raise ExchangeFailed("the connection closed before the answer was complete")
         answer.complete = True
@@ -158,11 +188,14 @@ class Connection:
 
 
 def _request(method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers.items():
-        if not _TOKEN.fullmatch(name) or _ILLEGAL_VALUE.search(value):
-            raise ValueError(f"refusing to send header {name!r}: {value!r}")
-        lines.append(f"{name}: {value}")
+    # one check over all names and one over all values: no separator is a token character
+    if "" in headers or not _TOKEN.fullmatch("".join(headers)):
+        bad = next(name for name in headers if not _TOKEN.fullmatch(name))
+        raise ValueError(f"refusing to send header {bad!r}")
+    if _ILLEGAL_VALUE.search("".join(headers.values())):
+        bad = next(name for name, value in headers.items() if _ILLEGAL_VALUE.search(value))
+        raise ValueError(f"refusing to send header {bad!r}: {headers[bad]!r}")
+    lines = [f"{method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in headers.items())]
     if body is not None or method in {"PUT", "POST"}:
         lines.append(f"Content-Length: {len(body or b'')}")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")

@@ -166,7 +166,8 @@ class ObjectCalls:
         # checks the body against both)
         payload = base64.b64decode(checksum).hex() if checksum else None
         answer = self._call("PutObject", "PUT", Bucket, Key, headers, bytes(Body), payload)
-        return {"ETag": answer.headers.get("etag"), "ResponseMetadata": _metadata(answer)}
+        headers = answer.headers
+        return {"ETag": headers.get("etag"), "ResponseMetadata": _metadata(answer.status, headers)}
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         """HeadObject: the object's user metadata, size, type and ETag."""
@@ -181,7 +182,7 @@ class ObjectCalls:
             "ContentLength": int(headers.get("content-length") or 0),
             "ContentType": headers.get("content-type"),
             "ETag": headers.get("etag"),
-            "ResponseMetadata": _metadata(answer),
+            "ResponseMetadata": _metadata(answer.status, headers),
         }
 
     def check(self, setting: str = "OUTPUT_URI") -> None:
@@ -346,13 +347,13 @@ def _error_response(answer: Answer) -> dict[str, Any]:
             "Code": code.group(1).decode("utf-8", "replace") if code else str(answer.status),
             "Message": message.group(1).decode("utf-8", "replace") if message else reason,
         },
-        "ResponseMetadata": _metadata(answer),
+        "ResponseMetadata": _metadata(answer.status, answer.headers),
     }
 
 
-def _metadata(answer: Answer) -> dict[str, Any]:
+def _metadata(status: int, headers: dict[str, str]) -> dict[str, Any]:
     return {
-        "HTTPStatusCode": answer.status,
-        "HTTPHeaders": answer.headers,
-        "RequestId": answer.headers.get("x-amz-request-id", ""),
+        "HTTPStatusCode": status,
+        "HTTPHeaders": headers,
+        "RequestId": headers.get("x-amz-request-id", ""),
     }
