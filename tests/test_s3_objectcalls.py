@@ -232,7 +232,7 @@ def test_a_wrong_secret_is_refused_by_the_server(checking_moto):
         calls.put_object(Bucket="signed", Key="k.md", Body=b"x")
     assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
     with pytest.raises(ConfigError, match=r"answered a signed HEAD .* with 403"):
-        calls.check()
+        calls.check("blog")
 
 
 def _static(access_key: str, secret: str):
@@ -462,6 +462,7 @@ def test_a_store_that_refuses_the_probe_stops_the_run_at_start(s3_bucket, fault_
     fault_proxy.inject("HEAD", f"/{PROBE_KEY}", Fault(400, "AuthorizationHeaderMalformed"))
     with pytest.raises(ConfigError, match=r"with 400 .*AWS_REGION_NAME.*S3_CLIENT=boto3"):
         connect_objects(config_for(s3_bucket, fault_proxy.endpoint_url))
+    assert fault_proxy.count("HEAD", f"/blog/{PROBE_KEY}") == 1  # under the crawl's prefix
 
 
 # the bucket is created through boto3 without verification, on purpose

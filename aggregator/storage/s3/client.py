@@ -60,7 +60,7 @@ def connect_objects(config: S3Config, setting: str = "OUTPUT_URI") -> Any:
         logger.info("S3 calls go through boto3: a proxy is set for %s", endpoint)
         return client
     calls = ObjectCalls.for_client(client, session.get_credentials(), config)
-    calls.check(setting)
+    calls.check(config.prefix, setting)
     return calls
 
 

@@ -189,7 +189,8 @@ class Connection:
 
 def _request(method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
     # one check over all names and one over all values: no separator is a token character
-    if "" in headers or not _TOKEN.fullmatch("".join(headers)):
+    names = "".join(headers)
+    if "" in headers or (names and not _TOKEN.fullmatch(names)):
         bad = next(name for name in headers if not _TOKEN.fullmatch(name))
         raise ValueError(f"refusing to send header {bad!r}")
     if _ILLEGAL_VALUE.search("".join(headers.values())):

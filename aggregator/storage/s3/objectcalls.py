@@ -166,8 +166,11 @@ class ObjectCalls:
         # checks the body against both)
         payload = base64.b64decode(checksum).hex() if checksum else None
         answer = self._call("PutObject", "PUT", Bucket, Key, headers, bytes(Body), payload)
-        headers = answer.headers
-        return {"ETag": headers.get("etag"), "ResponseMetadata": _metadata(answer.status, headers)}
+        answered = answer.headers
+        return {
+            "ETag": answered.get("etag"),
+            "ResponseMetadata": _metadata(answer.status, answered),
+        }
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]:
         """HeadObject: the object's user metadata, size, type and ETag."""
@@ -185,27 +188,29 @@ class ObjectCalls:
             "ResponseMetadata": _metadata(answer.status, headers),
         }
 
-    def check(self, setting: str = "OUTPUT_URI") -> None:
-        """One HEAD of the probe key through these calls: found or not found means the store
-        takes our requests (signature, region, addressing). Anything else stops the run
+    def check(self, prefix: str = "", setting: str = "OUTPUT_URI") -> None:
+        """One HEAD of the probe key under `prefix` (where the crawl writes, so a policy that
+        grants only the prefix grants this) through these calls: found or not found means the
+        store takes our requests (signature, region, addressing). Anything else stops the run
         before the crawl, saying what to set."""
+        key = f"{prefix}/{PROBE_KEY}" if prefix else PROBE_KEY
         try:
-            self.head_object(Bucket=self.bucket, Key=PROBE_KEY)
+            self.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             status = int(exc.response["ResponseMetadata"]["HTTPStatusCode"])
             if status == 404:
                 return
             raise ConfigError(
                 f"{setting}: {self.endpoint_url} answered a signed HEAD of "
-                f"{self._base_path}{PROBE_KEY} with {status} "
+                f"{self._base_path}{key} with {status} "
                 f"{exc.response['Error']['Code']}; if the bucket is in another region set "
                 "AWS_REGION_NAME, or set S3_CLIENT=boto3 to send every call through boto3"
             ) from exc
 
     def close(self) -> None:
-        """Close every thread's connection (a later call opens a new one)."""
+        """Close every thread's connection (a later call on a thread opens its again)."""
         with self._lock:
-            connections, self._connections = self._connections, []
+            connections = list(self._connections)
         for connection in connections:
             connection.close()
 
