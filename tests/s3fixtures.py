@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -30,6 +34,33 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key-9f8e7d",
     "AWS_REGION_NAME": "us-east-1",
 }
+
+
+@contextlib.contextmanager
+def moto_process(*options: str, env: dict[str, str] | None = None) -> Iterator[int]:
+    """moto's standalone server in a process of its own, on a free localhost port (yielded),
+    for a server the tests' own cannot be: one whose settings (`env`, read at import) or
+    options (`--ssl`) differ."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), *options],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto never came up"
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def free_port() -> int:

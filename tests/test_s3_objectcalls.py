@@ -5,10 +5,7 @@ accepts, botocore's retry policy and errors, and the choice between it and boto3
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -22,7 +19,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from botocore.exceptions import SSLError as BotocoreSSLError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from s3fixtures import CREDENTIALS, Fault, S3Bucket, free_port
+from s3fixtures import CREDENTIALS, Fault, S3Bucket, free_port, moto_process
 
 from aggregator.errors import ConfigError
 from aggregator.storage.s3.client import connect_objects
@@ -139,24 +136,8 @@ def checking_moto():
     """moto's server with authentication on (after the first four requests, which set up a
     bucket and an IAM user with a key allowed everything in S3): every later request's
     SigV4 signature is recomputed from what arrived and compared."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "4"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "moto never came up"
-                time.sleep(0.1)
+    with moto_process(env={"INITIAL_NO_AUTH_ACTION_COUNT": "4"}) as port:
+        endpoint = f"http://127.0.0.1:{port}"
         anyone = {
             "endpoint_url": endpoint,
             "region_name": REGION,
@@ -174,9 +155,6 @@ def checking_moto():
             PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [policy]}),
         )
         yield endpoint, key["AccessKeyId"], key["SecretAccessKey"]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def signed_calls(endpoint: str, access_key: str, secret: str, prefix: str) -> ObjectCalls:
@@ -470,22 +448,8 @@ def test_a_store_that_refuses_the_probe_stops_the_run_at_start(s3_bucket, fault_
 def test_tls_is_verified_unless_aws_verify_is_false():
     """moto's server over TLS with a self-signed certificate: refused as botocore refuses it
     (an SSLError naming the endpoint, after the attempts), accepted with AWS_VERIFY=false."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port), "--ssl"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"https://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and server.poll() is None, "moto never came up"
-                time.sleep(0.1)
+    with moto_process("--ssl") as port:
+        endpoint = f"https://127.0.0.1:{port}"
         boto3.client(
             "s3",
             endpoint_url=endpoint,
@@ -511,6 +475,3 @@ def test_tls_is_verified_unless_aws_verify_is_false():
         unverified = calls(False)
         unverified.put_object(Bucket="tls", Key="k.md", Body=b"over TLS")
         assert unverified.head_object(Bucket="tls", Key="k.md")["ContentLength"] == 8
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
