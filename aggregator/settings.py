@@ -198,8 +198,9 @@ S3_CONFLICT_BACKOFF = 0.2
 # Connect and read timeout of each S3 request, in seconds.
 S3_TIMEOUT = 30.0
 # What sends each post's PutObject/HeadObject: "lean" (aggregator/storage/s3/objectcalls.py:
-# http.client connections, SigV4, botocore's endpoint, credentials and retry policy; a third of
-# boto3's CPU per upload) or "boto3". Behind an HTTP proxy for the endpoint boto3 is used anyway.
+# kept-alive connections answered through httptools, SigV4, botocore's endpoint, credentials and
+# retry policy; a fifth of boto3's CPU per upload) or "boto3". Behind an HTTP proxy for the
+# endpoint boto3 is used anyway.
 S3_CLIENT = "lean"
 
 # --- scheduled runs: `scrapy crawlall` -------------------------------------------------------
