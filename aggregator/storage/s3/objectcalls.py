@@ -253,7 +253,10 @@ class ObjectCalls:
                     attempt,
                     operation_model=self._operation_models.get(operation),
                     parsed_response=parsed,
-                    http_response=_HTTPAnswer(answer.status, answer.headers),
+                    # the headers decoded once, for the error and the retry checks alike
+                    http_response=_HTTPAnswer(
+                        answer.status, parsed["ResponseMetadata"]["HTTPHeaders"]
+                    ),
                 )
             if not self._retries.should_retry(context):
                 raise error
@@ -344,9 +347,10 @@ def _error_response(answer: Answer) -> dict[str, Any]:
     HEAD (no body), the status as the code."""
     code = _CODE.search(answer.body)
     message = _MESSAGE.search(answer.body)
-    reason = (
-        HTTPStatus(answer.status).phrase if answer.status in HTTPStatus._value2member_map_ else ""
-    )
+    try:
+        reason = HTTPStatus(answer.status).phrase
+    except ValueError:  # a status HTTPStatus does not know
+        reason = ""
     return {
         "Error": {
             "Code": code.group(1).decode("utf-8", "replace") if code else str(answer.status),
